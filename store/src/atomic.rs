@@ -1,0 +1,26 @@
+//! Atomic file replacement: write a temp file beside the target, fsync, rename, fsync
+//! the directory. Readers see the old or the new content, never a mix.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{IoContext, StoreError};
+
+/// Replaces `path` with `data` atomically and durably.
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().expect("store paths have a parent");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .at(dir)?;
+    tmp.write_all(data).at(tmp.path())?;
+    tmp.as_file().sync_all().at(tmp.path())?;
+    tmp.persist(path).map_err(|e| e.error).at(path)?;
+    sync_dir(dir)
+}
+
+/// Makes a rename or unlink in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}

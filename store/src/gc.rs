@@ -1,0 +1,85 @@
+//! Garbage collection and disk usage: keep what refs (and extra roots such as a
+//! lockfile's images) reach, sweep the rest.
+
+use std::collections::HashSet;
+use std::fs;
+
+use oci_spec::image::{Descriptor, Digest};
+
+use crate::error::{IoContext, StoreError};
+use crate::graph::reach;
+use crate::lock::FileLock;
+use crate::Store;
+
+/// What `gc` removed (or would remove, on a dry run).
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub kept: usize,
+    pub removed: Vec<Digest>,
+    pub bytes_freed: u64,
+}
+
+/// How much room a store takes.
+#[derive(Debug, Default)]
+pub struct Usage {
+    pub refs: usize,
+    pub blobs: usize,
+    pub blob_bytes: u64,
+    /// Partial downloads waiting to be resumed.
+    pub ingests: usize,
+    pub ingest_bytes: u64,
+}
+
+impl Store {
+    /// Removes every blob that no ref and no `extra_roots` descriptor reaches. Waits for
+    /// every lease (pulls in progress) to end first, and holds the refs lock throughout.
+    pub fn gc(&self, extra_roots: &[Descriptor], dry_run: bool) -> Result<GcReport, StoreError> {
+        let _gc = FileLock::exclusive(&self.layout().gc_lock())?;
+        let _refs = self.refs_lock()?;
+        let mut roots: Vec<(String, Descriptor)> = self
+            .index_entries()?
+            .into_iter()
+            .map(|d| ("index.json".to_string(), d))
+            .collect();
+        roots.extend(
+            extra_roots
+                .iter()
+                .map(|d| ("extra root".to_string(), d.clone())),
+        );
+        let live: HashSet<Digest> = reach(self, roots)?.live;
+        let mut report = GcReport::default();
+        for (digest, path, size) in self.stored_blobs()? {
+            if live.contains(&digest) {
+                report.kept += 1;
+                continue;
+            }
+            if !dry_run {
+                fs::remove_file(&path).at(&path)?;
+            }
+            report.bytes_freed += size;
+            report.removed.push(digest);
+        }
+        Ok(report)
+    }
+
+    /// Counts refs, blobs and partial ingests.
+    pub fn usage(&self) -> Result<Usage, StoreError> {
+        let mut usage = Usage {
+            refs: self.refs()?.len(),
+            ..Usage::default()
+        };
+        for (_, _, size) in self.stored_blobs()? {
+            usage.blobs += 1;
+            usage.blob_bytes += size;
+        }
+        let dir = self.layout().ingest_dir();
+        for entry in fs::read_dir(&dir).at(&dir)? {
+            let entry = entry.at(&dir)?;
+            if entry.path().extension().is_some_and(|e| e == "partial") {
+                usage.ingests += 1;
+                usage.ingest_bytes += entry.metadata().at(&entry.path())?.len();
+            }
+        }
+        Ok(usage)
+    }
+}

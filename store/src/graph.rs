@@ -1,0 +1,96 @@
+//! The image graph: which blobs an index or a manifest points at. Used to mark what
+//! refs keep alive (gc) and to find what an image lacks (verify).
+
+use std::collections::HashSet;
+
+use oci_spec::image::{Descriptor, Digest};
+use serde::Deserialize;
+
+use crate::error::StoreError;
+use crate::verify::MissingBlob;
+use crate::Store;
+
+/// The largest manifest or index stowage reads (the registry client caps them too).
+pub const MANIFEST_LIMIT: u64 = 4 << 20;
+
+/// Media types whose blobs are JSON documents pointing at other blobs.
+const GRAPH_TYPES: [&str; 4] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/// Whether blobs of this media type point at other blobs.
+pub fn is_graph_type(media_type: &str) -> bool {
+    GRAPH_TYPES.contains(&media_type)
+}
+
+/// Whether a layer is meant to be fetched from elsewhere and never stored.
+fn is_foreign(descriptor: &Descriptor) -> bool {
+    let media_type = descriptor.media_type().to_string();
+    media_type.contains("nondistributable") || media_type.contains("foreign")
+}
+
+#[derive(Deserialize)]
+struct Document {
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+/// The blobs an index (its manifests) or a manifest (its config and layers) refers to,
+/// leaving out foreign layers that are never stored.
+pub fn children(document: &[u8]) -> Result<Vec<Descriptor>, serde_json::Error> {
+    let doc: Document = serde_json::from_slice(document)?;
+    Ok(doc
+        .manifests
+        .into_iter()
+        .chain(doc.config)
+        .chain(doc.layers)
+        .filter(|d| !is_foreign(d))
+        .collect())
+}
+
+/// What a walk from some roots found.
+pub(crate) struct Reach {
+    /// Every stored blob reachable from the roots.
+    pub live: HashSet<Digest>,
+    /// Blobs the roots need that the store lacks.
+    pub missing: Vec<MissingBlob>,
+}
+
+/// Walks from named roots through indexes and manifests. A stored manifest that cannot
+/// be read or parsed is an error: callers must not act on a partial picture.
+pub(crate) fn reach(store: &Store, roots: Vec<(String, Descriptor)>) -> Result<Reach, StoreError> {
+    let mut live = HashSet::new();
+    let mut missing = Vec::new();
+    for (root, descriptor) in roots {
+        let mut stack = vec![descriptor];
+        while let Some(descriptor) = stack.pop() {
+            let digest = descriptor.digest().clone();
+            if live.contains(&digest) {
+                continue;
+            }
+            if !store.has(&digest) {
+                missing.push(MissingBlob {
+                    digest,
+                    referenced_by: root.clone(),
+                });
+                continue;
+            }
+            live.insert(digest.clone());
+            if is_graph_type(descriptor.media_type().as_ref()) {
+                let bytes = store.read_blob(&digest, MANIFEST_LIMIT)?;
+                let kids = children(&bytes).map_err(|e| StoreError::Corrupt {
+                    digest: digest.clone(),
+                    detail: format!("not a valid manifest or index: {e}"),
+                })?;
+                stack.extend(kids);
+            }
+        }
+    }
+    Ok(Reach { live, missing })
+}

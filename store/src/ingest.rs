@@ -1,0 +1,380 @@
+//! Ingest: the only way bytes enter the store.
+//!
+//! An [`Ingest`] is opened for an expected digest and size. Bytes are written
+//! sequentially or at offsets (parallel range downloads); the digest follows the
+//! contiguous prefix as it grows. [`Ingest::commit`] checks size and digest, fsyncs and
+//! renames into `blobs/`, so nothing unverified is ever visible there.
+//!
+//! A partial ingest survives a crash: sequential data is resumed from the file's
+//! length, positional data from the ranges recorded in a sidecar that is written only
+//! after the bytes it names are synced. Either way the prefix is re-hashed from disk.
+//! One process writes a given digest at a time (a lock per ingest); a second one waits
+//! and then finds the blob present.
+
+mod ranges;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use oci_spec::image::Digest;
+use serde::{Deserialize, Serialize};
+
+pub use ranges::RangeSet;
+
+use crate::atomic::{sync_dir, write_atomic};
+use crate::digest::{Hasher, READ_CHUNK};
+use crate::error::{IoContext, StoreError};
+use crate::layout::Layout;
+use crate::lock::FileLock;
+
+/// What a committed ingest produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// The on-disk record of an ingest in flight.
+#[derive(Debug, Serialize, Deserialize)]
+struct Sidecar {
+    digest: String,
+    size: u64,
+    /// Set (and synced) before the first write that leaves a hole; from then on only
+    /// `ranges` is trusted, not the file's length.
+    positional: bool,
+    ranges: RangeSet,
+}
+
+struct State {
+    hasher: Hasher,
+    /// Bytes from 0 that have been hashed.
+    hashed: u64,
+    /// Bytes on disk.
+    written: RangeSet,
+    /// Bytes on disk or being written right now.
+    claimed: RangeSet,
+    positional: bool,
+    /// A write failed or went past the size: the data cannot be trusted.
+    poisoned: bool,
+}
+
+/// A writer for one blob; see the module docs.
+pub struct Ingest {
+    layout: Layout,
+    digest: Digest,
+    size: u64,
+    file: File,
+    state: Mutex<State>,
+    finished: bool,
+    _lock: FileLock,
+}
+
+impl Ingest {
+    /// Opens (or resumes) the ingest of `digest`; `None` when the blob is already stored.
+    pub(crate) fn open(
+        layout: &Layout,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Option<Self>, StoreError> {
+        let hasher = Hasher::new(digest)?;
+        let lock = FileLock::exclusive(&layout.ingest_lock(digest))?;
+        if layout.blob(digest).exists() {
+            return Ok(None);
+        }
+        let data_path = layout.ingest_data(digest);
+        let sidecar_path = layout.ingest_sidecar(digest);
+        let sidecar = read_sidecar(&sidecar_path)?.filter(|s| {
+            let same = s.size == size && s.digest == digest.to_string();
+            if !same {
+                tracing::warn!(%digest, "discarding a partial ingest recorded with another size");
+            }
+            same
+        });
+        if sidecar.is_none() {
+            remove_if_exists(&data_path)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&data_path)
+            .at(&data_path)?;
+        let len = file.metadata().at(&data_path)?.len();
+        let positional = sidecar.as_ref().is_some_and(|s| s.positional);
+        let written = match sidecar {
+            Some(s) if s.positional => {
+                let mut ranges = s.ranges;
+                ranges.truncate(len.min(size));
+                ranges
+            }
+            _ => {
+                if len > size {
+                    file.set_len(size).at(&data_path)?;
+                }
+                let mut ranges = RangeSet::default();
+                ranges.insert(0..len.min(size));
+                ranges
+            }
+        };
+        if !written.is_empty() {
+            tracing::debug!(%digest, bytes = written.len(), "resuming a partial ingest");
+        }
+        let ingest = Self {
+            layout: layout.clone(),
+            digest: digest.clone(),
+            size,
+            file,
+            state: Mutex::new(State {
+                hasher,
+                hashed: 0,
+                claimed: written.clone(),
+                written,
+                positional,
+                poisoned: false,
+            }),
+            finished: false,
+            _lock: lock,
+        };
+        {
+            let mut state = ingest.lock_state();
+            ingest.save_sidecar(&state)?;
+            ingest.advance_hash(&mut state)?;
+        }
+        Ok(Some(ingest))
+    }
+
+    /// The digest this ingest must produce.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// The size this ingest must reach.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Where a sequential writer continues: the end of the contiguous prefix on disk.
+    pub fn offset(&self) -> u64 {
+        self.lock_state().written.prefix_end()
+    }
+
+    /// The byte ranges still to be written.
+    pub fn missing(&self) -> Vec<std::ops::Range<u64>> {
+        self.lock_state().written.holes(self.size)
+    }
+
+    /// Writes `buf` at `offset`. Safe to call from several threads for disjoint ranges;
+    /// a write past the expected size or over bytes already written is refused.
+    pub fn write_at(&self, offset: u64, buf: &[u8]) -> Result<(), StoreError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let end = offset.saturating_add(buf.len() as u64);
+        {
+            let mut state = self.lock_state();
+            if state.poisoned || end > self.size {
+                state.poisoned = true;
+                return Err(self.too_long());
+            }
+            if state.claimed.overlaps(&(offset..end)) {
+                return Err(StoreError::Overlap {
+                    digest: self.digest.clone(),
+                    start: offset,
+                    end,
+                });
+            }
+            if !state.positional && offset != state.written.prefix_end() {
+                // From here on the file's length no longer says what is on disk.
+                state.positional = true;
+                self.sync_locked(&state)?;
+            }
+            state.claimed.insert(offset..end);
+        }
+        let data_path = self.layout.ingest_data(&self.digest);
+        let result = self.file.write_all_at(buf, offset).at(&data_path);
+        let mut state = self.lock_state();
+        if let Err(e) = result {
+            state.poisoned = true;
+            return Err(e);
+        }
+        state.written.insert(offset..end);
+        if state.hashed == offset {
+            state.hasher.update(buf);
+            state.hashed = end;
+        }
+        self.advance_hash(&mut state)
+    }
+
+    /// Copies `source` in from the current offset to the end, reading at most one byte
+    /// past the expected size (so an endless source is cut and refused).
+    pub fn copy_from(&mut self, source: impl Read) -> Result<u64, StoreError> {
+        let mut offset = self.offset();
+        let mut source = source.take(self.size - offset + 1);
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut copied = 0;
+        loop {
+            let n = match source.read(&mut buf) {
+                Ok(0) => return Ok(copied),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StoreError::Source(e)),
+            };
+            self.write_at(offset, &buf[..n])?;
+            offset += n as u64;
+            copied += n as u64;
+        }
+    }
+
+    /// Makes the bytes written so far durable and records their ranges in the sidecar.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let state = self.lock_state();
+        self.sync_locked(&state)
+    }
+
+    /// Checks size and digest, then makes the blob visible under `blobs/`.
+    ///
+    /// A digest mismatch deletes the partial data. A short blob keeps it, so a later
+    /// ingest can resume where the source stopped.
+    pub fn commit(mut self) -> Result<Committed, StoreError> {
+        self.finished = true;
+        let (poisoned, have, actual) = {
+            let state = self.lock_state();
+            (
+                state.poisoned,
+                state.written.prefix_end(),
+                state.hasher.clone().finish(),
+            )
+        };
+        if poisoned {
+            self.discard()?;
+            return Err(self.too_long());
+        }
+        if have != self.size || actual != self.digest {
+            if have == self.size {
+                self.discard()?;
+            } else {
+                self.sync()?;
+            }
+            return Err(StoreError::Mismatch {
+                expected_digest: self.digest.clone(),
+                expected_size: self.size,
+                actual_digest: actual,
+                actual_size: have,
+            });
+        }
+        let data_path = self.layout.ingest_data(&self.digest);
+        self.file.sync_all().at(&data_path)?;
+        fs::set_permissions(&data_path, fs::Permissions::from_mode(0o444)).at(&data_path)?;
+        let target = self.layout.blob(&self.digest);
+        let dir = target.parent().expect("blob paths have a parent");
+        fs::create_dir_all(dir).at(dir)?;
+        fs::rename(&data_path, &target).at(&target)?;
+        sync_dir(dir)?;
+        remove_if_exists(&self.layout.ingest_sidecar(&self.digest))?;
+        // Removed while still held: a waiter on the old inode finds the blob present.
+        remove_if_exists(&self.layout.ingest_lock(&self.digest))?;
+        tracing::debug!(digest = %self.digest, size = self.size, "committed");
+        Ok(Committed {
+            digest: self.digest.clone(),
+            size: self.size,
+        })
+    }
+
+    /// Deletes the partial data and its sidecar.
+    pub fn abort(mut self) -> Result<(), StoreError> {
+        self.finished = true;
+        self.discard()
+    }
+
+    fn discard(&self) -> Result<(), StoreError> {
+        remove_if_exists(&self.layout.ingest_sidecar(&self.digest))?;
+        remove_if_exists(&self.layout.ingest_data(&self.digest))
+    }
+
+    fn too_long(&self) -> StoreError {
+        StoreError::TooLong {
+            digest: self.digest.clone(),
+            size: self.size,
+        }
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sync_locked(&self, state: &State) -> Result<(), StoreError> {
+        let data_path = self.layout.ingest_data(&self.digest);
+        self.file.sync_data().at(&data_path)?;
+        self.save_sidecar(state)
+    }
+
+    fn save_sidecar(&self, state: &State) -> Result<(), StoreError> {
+        let sidecar = Sidecar {
+            digest: self.digest.to_string(),
+            size: self.size,
+            positional: state.positional,
+            ranges: state.written.clone(),
+        };
+        let json = serde_json::to_vec(&sidecar).expect("a sidecar serialises");
+        write_atomic(&self.layout.ingest_sidecar(&self.digest), &json)
+    }
+
+    /// Hashes whatever has become contiguous beyond the hashed prefix, reading it back.
+    fn advance_hash(&self, state: &mut State) -> Result<(), StoreError> {
+        let end = state.written.prefix_end();
+        if state.hashed >= end {
+            return Ok(());
+        }
+        let data_path = self.layout.ingest_data(&self.digest);
+        let mut buf = vec![0u8; READ_CHUNK.min((end - state.hashed) as usize)];
+        while state.hashed < end {
+            let want = buf.len().min((end - state.hashed) as usize);
+            self.file
+                .read_exact_at(&mut buf[..want], state.hashed)
+                .at(&data_path)?;
+            state.hasher.update(&buf[..want]);
+            state.hashed += want as u64;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let state = self.lock_state();
+        if state.positional && !state.poisoned {
+            if let Err(e) = self.sync_locked(&state) {
+                tracing::warn!(digest = %self.digest, "could not record a partial ingest: {e}");
+            }
+        }
+    }
+}
+
+fn read_sidecar(path: &Path) -> Result<Option<Sidecar>, StoreError> {
+    match fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(sidecar) => Ok(Some(sidecar)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring a malformed ingest record: {e}");
+                Ok(None)
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).at(path),
+    }
+}
+
+pub(crate) fn remove_if_exists(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).at(path),
+    }
+}

@@ -1,0 +1,240 @@
+//! stowage's content-addressed store: an OCI image layout on disk.
+//!
+//! Blobs enter only through [`Ingest`], which verifies size and digest before anything
+//! appears under `blobs/`; refs live in `index.json`, changed under a lock and replaced
+//! atomically, so skopeo, podman and umoci can read the store as it is. Several
+//! processes may share one store. No network and no async runtime here: the registry
+//! client hands byte streams to [`Store::ingest`].
+
+mod atomic;
+mod blob;
+mod digest;
+mod error;
+mod gc;
+mod graph;
+mod ingest;
+mod layout;
+mod lock;
+mod refs;
+mod verify;
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+pub use oci_spec::image::{Descriptor, Digest, MediaType};
+
+pub use blob::BlobReader;
+pub use digest::{hash_file, parse_digest, sha256_of, Hasher};
+pub use error::StoreError;
+pub use gc::{GcReport, Usage};
+pub use graph::{children, is_graph_type, MANIFEST_LIMIT};
+pub use ingest::{Committed, Ingest, RangeSet};
+pub use lock::FileLock;
+pub use refs::{StoreRef, REF_NAME_ANNOTATION};
+pub use verify::{CorruptBlob, MissingBlob, VerifyReport};
+
+use error::IoContext;
+use layout::Layout;
+
+/// The layout version stowage writes and reads.
+const LAYOUT_VERSION: &str = "1.0.0";
+
+/// An open store directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    layout: Layout,
+}
+
+impl Store {
+    /// Opens the store at `root`, creating an empty layout when the directory is
+    /// missing or empty. A non-empty directory without `oci-layout` is refused.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        fs::create_dir_all(&root).at(&root)?;
+        let layout = Layout::new(root);
+        let marker = layout.oci_layout();
+        match fs::read(&marker) {
+            Ok(bytes) => check_layout_marker(&marker, &bytes)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let empty = fs::read_dir(layout.root())
+                    .at(layout.root())?
+                    .next()
+                    .is_none();
+                if !empty {
+                    return Err(StoreError::NotALayout {
+                        path: layout.root().to_path_buf(),
+                        reason: "the directory is not empty and has no oci-layout file".into(),
+                    });
+                }
+                let json = format!("{{\"imageLayoutVersion\":\"{LAYOUT_VERSION}\"}}");
+                atomic::write_atomic(&marker, json.as_bytes())?;
+            }
+            Err(e) => return Err(e).at(&marker),
+        }
+        for dir in [
+            layout.blobs().join("sha256"),
+            layout.ingest_dir(),
+            layout.state_dir(),
+        ] {
+            fs::create_dir_all(&dir).at(&dir)?;
+        }
+        let store = Self { layout };
+        store.ensure_index()?;
+        Ok(store)
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        self.layout.root()
+    }
+
+    /// Whether a verified blob with this digest is stored.
+    pub fn has(&self, digest: &Digest) -> bool {
+        self.layout.blob(digest).is_file()
+    }
+
+    /// The stored size of a blob, or `None` when it is not stored.
+    pub fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        let path = self.layout.blob(digest);
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).at(&path),
+        }
+    }
+
+    /// The path of a stored blob (whether or not it exists).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.layout.blob(digest)
+    }
+
+    /// Opens a stored blob for reading; the reader fails at the end if the content no
+    /// longer matches its digest.
+    pub fn open_blob(&self, digest: &Digest) -> Result<BlobReader, StoreError> {
+        let hasher = Hasher::new(digest)?;
+        let path = self.layout.blob(digest);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::BlobNotFound(digest.clone()))
+            }
+            Err(e) => return Err(e).at(&path),
+        };
+        Ok(BlobReader::new(file, path, digest.clone(), hasher))
+    }
+
+    /// Reads a small blob (a manifest, a config) whole, checking its digest, and refusing
+    /// blobs larger than `limit` bytes.
+    pub fn read_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, StoreError> {
+        let reader = self.open_blob(digest)?;
+        let path = reader.path().clone();
+        let mut data = Vec::new();
+        reader
+            .take(limit + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData => StoreError::Corrupt {
+                    digest: digest.clone(),
+                    detail: e.to_string(),
+                },
+                _ => StoreError::Io {
+                    path: path.clone(),
+                    source: e,
+                },
+            })?;
+        if data.len() as u64 > limit {
+            return Err(StoreError::TooBig {
+                digest: digest.clone(),
+                limit,
+            });
+        }
+        Ok(data)
+    }
+
+    /// Starts or resumes the ingest of a blob. Blocks while another process ingests the
+    /// same digest; returns `None` when the blob is (by then) already stored.
+    pub fn ingest(&self, digest: &Digest, size: u64) -> Result<Option<Ingest>, StoreError> {
+        Ingest::open(&self.layout, digest, size)
+    }
+
+    /// Stores a small in-memory blob under its sha256 digest.
+    pub fn put(&self, data: &[u8]) -> Result<Digest, StoreError> {
+        let digest = sha256_of(data);
+        if let Some(ingest) = self.ingest(&digest, data.len() as u64)? {
+            if ingest.offset() > 0 {
+                // A leftover partial of the same bytes; start clean rather than splice.
+                ingest.abort()?;
+                return self.put(data);
+            }
+            ingest.write_at(0, data)?;
+            ingest.commit()?;
+        }
+        Ok(digest)
+    }
+
+    /// A lease on the store: while held, `gc` waits, so blobs fetched but not yet
+    /// referenced by a ref are not swept. Hold one for the length of a pull.
+    pub fn lease(&self) -> Result<FileLock, StoreError> {
+        FileLock::shared(&self.layout.gc_lock())
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+}
+
+fn check_layout_marker(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Marker {
+        #[serde(rename = "imageLayoutVersion")]
+        version: String,
+    }
+    let marker: Marker = serde_json::from_slice(bytes).map_err(|source| StoreError::Json {
+        path: path.to_path_buf(),
+        what: "oci-layout",
+        source,
+    })?;
+    if !marker.version.starts_with("1.") {
+        return Err(StoreError::NotALayout {
+            path: path.to_path_buf(),
+            reason: format!(
+                "imageLayoutVersion {} (expected {LAYOUT_VERSION})",
+                marker.version
+            ),
+        });
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Every blob under `blobs/` whose name is a digest, with its path and size.
+    /// Files with other names (a tool's leftovers) are skipped.
+    pub fn stored_blobs(&self) -> Result<Vec<(Digest, PathBuf, u64)>, StoreError> {
+        let mut blobs = Vec::new();
+        let root = self.layout.blobs();
+        for algorithm in fs::read_dir(&root).at(&root)? {
+            let algorithm = algorithm.at(&root)?;
+            let dir = algorithm.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&dir).at(&dir)? {
+                let entry = entry.at(&dir)?;
+                let name = format!(
+                    "{}:{}",
+                    algorithm.file_name().to_string_lossy(),
+                    entry.file_name().to_string_lossy()
+                );
+                match parse_digest(&name) {
+                    Ok(digest) => {
+                        let size = entry.metadata().at(&entry.path())?.len();
+                        blobs.push((digest, entry.path(), size));
+                    }
+                    Err(_) => tracing::debug!(path = %entry.path().display(), "not a blob"),
+                }
+            }
+        }
+        Ok(blobs)
+    }
+}

@@ -1,0 +1,133 @@
+//! Refs: the named images in `index.json`. Changed under a lock and replaced
+//! atomically, so concurrent updates from several processes lose nothing.
+
+use std::fs;
+use std::io;
+
+use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
+
+use crate::atomic::write_atomic;
+use crate::error::{IoContext, StoreError};
+use crate::lock::FileLock;
+use crate::Store;
+
+/// The annotation that names an index.json entry (skopeo's and umoci's "tag").
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+
+/// A named image in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreRef {
+    pub name: String,
+    pub descriptor: Descriptor,
+}
+
+impl Store {
+    /// Every named entry of index.json, in file order.
+    pub fn refs(&self) -> Result<Vec<StoreRef>, StoreError> {
+        Ok(self
+            .read_index()?
+            .manifests()
+            .iter()
+            .filter_map(|d| {
+                ref_name(d).map(|name| StoreRef {
+                    name: name.to_string(),
+                    descriptor: d.clone(),
+                })
+            })
+            .collect())
+    }
+
+    /// The descriptor a ref names, if any.
+    pub fn resolve_ref(&self, name: &str) -> Result<Option<Descriptor>, StoreError> {
+        Ok(self
+            .refs()?
+            .into_iter()
+            .find(|r| r.name == name)
+            .map(|r| r.descriptor))
+    }
+
+    /// Points `name` at `descriptor` (replacing what it named before). The blob it
+    /// points at must already be stored.
+    pub fn set_ref(&self, name: &str, descriptor: &Descriptor) -> Result<(), StoreError> {
+        if !self.has(descriptor.digest()) {
+            return Err(StoreError::BlobNotFound(descriptor.digest().clone()));
+        }
+        let mut entry = descriptor.clone();
+        let mut annotations = entry.annotations().clone().unwrap_or_default();
+        annotations.insert(REF_NAME_ANNOTATION.to_string(), name.to_string());
+        entry.set_annotations(Some(annotations));
+        self.update_index(|manifests| {
+            manifests.retain(|d| ref_name(d) != Some(name));
+            manifests.push(entry);
+        })
+    }
+
+    /// Removes a ref; returns whether it existed. Blobs stay until `gc`.
+    pub fn remove_ref(&self, name: &str) -> Result<bool, StoreError> {
+        let mut found = false;
+        self.update_index(|manifests| {
+            let before = manifests.len();
+            manifests.retain(|d| ref_name(d) != Some(name));
+            found = manifests.len() != before;
+        })?;
+        Ok(found)
+    }
+
+    /// Every entry of index.json, named or not: the roots that keep blobs alive.
+    pub(crate) fn index_entries(&self) -> Result<Vec<Descriptor>, StoreError> {
+        Ok(self.read_index()?.manifests().clone())
+    }
+
+    /// Writes an empty index.json if there is none.
+    pub(crate) fn ensure_index(&self) -> Result<(), StoreError> {
+        if self.layout().index().exists() {
+            return Ok(());
+        }
+        self.update_index(|_| {})
+    }
+
+    /// Serialises writers on the refs lock; holds it for the read-modify-write.
+    pub(crate) fn refs_lock(&self) -> Result<FileLock, StoreError> {
+        FileLock::exclusive(&self.layout().refs_lock())
+    }
+
+    fn read_index(&self) -> Result<ImageIndex, StoreError> {
+        let path = self.layout().index();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+                path,
+                what: "index.json",
+                source,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(empty_index()),
+            Err(e) => Err(e).at(&path),
+        }
+    }
+
+    fn update_index(&self, change: impl FnOnce(&mut Vec<Descriptor>)) -> Result<(), StoreError> {
+        let _lock = self.refs_lock()?;
+        let mut index = self.read_index()?;
+        let mut manifests = index.manifests().clone();
+        change(&mut manifests);
+        index.set_manifests(manifests);
+        let json = serde_json::to_vec_pretty(&index).expect("an index serialises");
+        write_atomic(&self.layout().index(), &json)
+    }
+}
+
+fn ref_name(descriptor: &Descriptor) -> Option<&str> {
+    descriptor
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(REF_NAME_ANNOTATION))
+        .map(String::as_str)
+}
+
+fn empty_index() -> ImageIndex {
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(Vec::new())
+        .build()
+        .expect("an empty index is valid")
+}

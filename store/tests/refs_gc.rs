@@ -1,0 +1,128 @@
+//! Refs, gc and verify on a store written in-process.
+
+use std::io::Read;
+
+use stowage_store::{Descriptor, Digest, MediaType, Store, StoreError};
+
+fn descriptor(media_type: MediaType, digest: &Digest, size: u64) -> Descriptor {
+    Descriptor::new(media_type, size, digest.clone())
+}
+
+/// Stores a one-layer image and returns its manifest descriptor and layer digest.
+fn small_image(store: &Store, content: &[u8]) -> (Descriptor, Digest) {
+    let layer = store.put(content).unwrap();
+    let config = store
+        .put(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#)
+        .unwrap();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":{}}}]}}"#,
+        store.stat(&config).unwrap().unwrap(),
+        content.len()
+    );
+    let digest = store.put(manifest.as_bytes()).unwrap();
+    (
+        descriptor(MediaType::ImageManifest, &digest, manifest.len() as u64),
+        layer,
+    )
+}
+
+#[test]
+fn refs_add_resolve_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (image, _) = small_image(&store, b"layer one");
+    store.set_ref("localhost:5000/a/b:1", &image).unwrap();
+    let got = store.resolve_ref("localhost:5000/a/b:1").unwrap().unwrap();
+    assert_eq!(got.digest(), image.digest());
+    let (other, _) = small_image(&store, b"layer two");
+    store.set_ref("localhost:5000/a/b:1", &other).unwrap();
+    assert_eq!(
+        store.refs().unwrap().len(),
+        1,
+        "a ref is replaced, not duplicated"
+    );
+    assert!(store.remove_ref("localhost:5000/a/b:1").unwrap());
+    assert!(!store.remove_ref("localhost:5000/a/b:1").unwrap());
+
+    let missing = Descriptor::new(
+        MediaType::ImageManifest,
+        3,
+        stowage_store::sha256_of(b"nope"),
+    );
+    assert!(matches!(
+        store.set_ref("x", &missing),
+        Err(StoreError::BlobNotFound(_))
+    ));
+}
+
+#[test]
+fn concurrent_ref_updates_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (image, _) = small_image(&store, b"shared");
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let store = Store::open(dir.path()).unwrap();
+            let image = image.clone();
+            s.spawn(move || {
+                for i in 0..10 {
+                    store.set_ref(&format!("r/{t}:{i}"), &image).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(store.refs().unwrap().len(), 80);
+}
+
+#[test]
+fn gc_sweeps_what_no_ref_reaches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (kept, kept_layer) = small_image(&store, b"kept layer");
+    let (dropped, dropped_layer) = small_image(&store, b"dropped layer, a bit longer");
+    store.set_ref("kept", &kept).unwrap();
+    store.set_ref("dropped", &dropped).unwrap();
+    assert!(store.gc(&[], false).unwrap().removed.is_empty());
+
+    store.remove_ref("dropped").unwrap();
+    let dry = store.gc(&[], true).unwrap();
+    assert_eq!(
+        dry.removed.len(),
+        2,
+        "manifest and layer; the config is shared"
+    );
+    assert!(store.has(&dropped_layer), "a dry run removes nothing");
+    let report = store.gc(&[], false).unwrap();
+    assert_eq!(report.bytes_freed, dry.bytes_freed);
+    assert!(!store.has(&dropped_layer));
+    assert!(!store.has(dropped.digest()));
+    assert!(store.has(&kept_layer));
+    assert!(store.verify(None).unwrap().is_clean());
+}
+
+#[test]
+fn corruption_is_caught_on_read_and_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (image, layer) = small_image(&store, b"precious bytes");
+    store.set_ref("img", &image).unwrap();
+    let path = store.blob_path(&layer);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[3] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+
+    let mut sink = Vec::new();
+    let err = store
+        .open_blob(&layer)
+        .unwrap()
+        .read_to_end(&mut sink)
+        .unwrap_err();
+    assert!(err.to_string().contains(&layer.to_string()), "{err}");
+
+    let report = store.verify(None).unwrap();
+    assert_eq!(report.corrupt.len(), 1);
+    assert_eq!(report.corrupt[0].digest, layer);
+    assert!(!store.has(&layer), "a corrupt blob stays under blobs/");
+    assert_eq!(report.missing.len(), 1, "the ref now lacks its layer");
+    assert_eq!(report.missing[0].referenced_by, "img");
+}
