@@ -1,1 +1,6 @@
+//! stowage: a daemonless OCI registry puller and content-addressed layer store.
+//!
+//! The library holds everything; the `stowage` binary is a thin layer over it. The
+//! store itself is the `stowage-store` crate, re-exported here as [`store`].
 
+pub use stowage_store as store;

@@ -57,14 +57,16 @@ impl Store {
         match fs::read(&marker) {
             Ok(bytes) => check_layout_marker(&marker, &bytes)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let empty = fs::read_dir(layout.root())
+                // Only entries a store itself makes: another process may be creating
+                // this same store right now.
+                let foreign = fs::read_dir(layout.root())
                     .at(layout.root())?
-                    .next()
-                    .is_none();
-                if !empty {
+                    .filter_map(Result::ok)
+                    .any(|e| !is_layout_entry(&e.file_name().to_string_lossy()));
+                if foreign {
                     return Err(StoreError::NotALayout {
                         path: layout.root().to_path_buf(),
-                        reason: "the directory is not empty and has no oci-layout file".into(),
+                        reason: "the directory holds other files and no oci-layout file".into(),
                     });
                 }
                 let json = format!("{{\"imageLayoutVersion\":\"{LAYOUT_VERSION}\"}}");
@@ -182,6 +184,13 @@ impl Store {
     pub(crate) fn layout(&self) -> &Layout {
         &self.layout
     }
+}
+
+fn is_layout_entry(name: &str) -> bool {
+    matches!(
+        name,
+        "oci-layout" | "index.json" | "blobs" | "ingest" | "stowage"
+    ) || name.starts_with(".tmp-")
 }
 
 fn check_layout_marker(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {

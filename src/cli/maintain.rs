@@ -1,0 +1,132 @@
+//! Store upkeep: `verify`, `gc`, `du` and `ls`.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use indicatif::HumanBytes;
+use serde_json::json;
+use stowage::store::{parse_digest, Store};
+
+use super::Output;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Check only these blobs (default: every blob in the store).
+    digests: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Report what would be removed, remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn verify(store: &Store, args: &VerifyArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let only = args
+        .digests
+        .iter()
+        .map(|d| parse_digest(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = store.verify((!only.is_empty()).then_some(&only[..]))?;
+    for bad in &report.corrupt {
+        out.problem(format!(
+            "corrupt {}: its {} bytes hash to {}; moved to {}",
+            bad.digest,
+            bad.size,
+            bad.actual,
+            bad.quarantined_to.display()
+        ));
+    }
+    for gone in &report.missing {
+        out.problem(format!(
+            "missing {} (needed by {})",
+            gone.digest, gone.referenced_by
+        ));
+    }
+    out.line(format!(
+        "checked {} blobs ({}): {} corrupt, {} missing",
+        report.checked,
+        HumanBytes(report.bytes),
+        report.corrupt.len(),
+        report.missing.len()
+    ));
+    out.json(json!({
+        "checked": report.checked,
+        "bytes": report.bytes,
+        "corrupt": report.corrupt.iter().map(|c| json!({
+            "digest": c.digest.to_string(),
+            "actual": c.actual.to_string(),
+            "size": c.size,
+            "quarantined_to": c.quarantined_to,
+        })).collect::<Vec<_>>(),
+        "missing": report.missing.iter().map(|m| json!({
+            "digest": m.digest.to_string(),
+            "referenced_by": m.referenced_by,
+        })).collect::<Vec<_>>(),
+    }));
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub fn gc(store: &Store, args: &GcArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let report = store.gc(&[], args.dry_run)?;
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    out.line(format!(
+        "{verb} {} blobs, {} ({} kept)",
+        report.removed.len(),
+        HumanBytes(report.bytes_freed),
+        report.kept
+    ));
+    out.json(json!({
+        "dry_run": args.dry_run,
+        "removed": report.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "bytes_freed": report.bytes_freed,
+        "kept": report.kept,
+    }));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn du(store: &Store, out: &Output) -> anyhow::Result<ExitCode> {
+    let usage = store.usage()?;
+    out.line(format!(
+        "{} refs, {} blobs ({}), {} partial ingests ({})",
+        usage.refs,
+        usage.blobs,
+        HumanBytes(usage.blob_bytes),
+        usage.ingests,
+        HumanBytes(usage.ingest_bytes)
+    ));
+    out.json(json!({
+        "refs": usage.refs,
+        "blobs": usage.blobs,
+        "blob_bytes": usage.blob_bytes,
+        "ingests": usage.ingests,
+        "ingest_bytes": usage.ingest_bytes,
+    }));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn ls(store: &Store, out: &Output) -> anyhow::Result<ExitCode> {
+    let refs = store.refs()?;
+    for r in &refs {
+        out.line(format!("{}\t{}", r.name, r.descriptor.digest()));
+    }
+    out.json(json!(refs
+        .iter()
+        .map(|r| json!({
+            "name": r.name,
+            "digest": r.descriptor.digest().to_string(),
+            "media_type": r.descriptor.media_type().to_string(),
+            "size": r.descriptor.size(),
+        }))
+        .collect::<Vec<_>>()));
+    Ok(ExitCode::SUCCESS)
+}

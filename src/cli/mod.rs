@@ -1,0 +1,132 @@
+//! Command-line arguments and dispatch. Every command is a call into the library; this
+//! layer only parses, prints (human lines or `--json`), and picks the exit status.
+
+mod blobs;
+mod maintain;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use stowage::store::Store;
+
+/// Daemonless OCI registry puller and content-addressed layer store.
+#[derive(Debug, Parser)]
+#[command(name = "stowage", version, about)]
+pub struct Cli {
+    /// The store directory (an OCI image layout).
+    #[arg(long, global = true, env = "STOWAGE_STORE")]
+    store: Option<PathBuf>,
+
+    /// Print a JSON summary for scripts instead of human lines.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    /// More detail (repeat for debug logs).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Add a blob from a file or stdin, checked against its expected digest and size.
+    Ingest(blobs::IngestArgs),
+    /// Re-hash stored blobs, quarantine corrupt ones, and report what refs lack.
+    Verify(maintain::VerifyArgs),
+    /// Remove blobs that no ref reaches.
+    Gc(maintain::GcArgs),
+    /// Show how much room the store takes.
+    Du,
+    /// List the images in the store.
+    Ls,
+}
+
+impl Cli {
+    /// Logs go to stderr through `tracing`; `RUST_LOG` overrides the level.
+    pub fn init_logging(&self) {
+        let level = match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (_, 0) => "warn",
+            (_, 1) => "info",
+            _ => "debug",
+        };
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+
+    fn open_store(&self) -> anyhow::Result<Store> {
+        let dir = match &self.store {
+            Some(dir) => dir.clone(),
+            None => default_store_dir()?,
+        };
+        Store::open(&dir).with_context(|| format!("opening the store at {}", dir.display()))
+    }
+}
+
+/// Where output goes: human lines, or one JSON document at the end.
+pub(crate) struct Output {
+    json: bool,
+    quiet: bool,
+}
+
+impl Output {
+    /// A human line (suppressed by `--json` and `-q`).
+    pub fn line(&self, text: impl AsRef<str>) {
+        if !self.json && !self.quiet {
+            println!("{}", text.as_ref());
+        }
+    }
+
+    /// A line that matters even with `-q` (a problem found); suppressed by `--json`.
+    pub fn problem(&self, text: impl AsRef<str>) {
+        if !self.json {
+            println!("{}", text.as_ref());
+        }
+    }
+
+    /// The JSON summary (only with `--json`).
+    pub fn json(&self, value: serde_json::Value) {
+        if self.json {
+            println!("{value}");
+        }
+    }
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let out = Output {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    let store = cli.open_store()?;
+    match &cli.command {
+        Command::Ingest(args) => blobs::ingest(&store, args, &out),
+        Command::Verify(args) => maintain::verify(&store, args, &out),
+        Command::Gc(args) => maintain::gc(&store, args, &out),
+        Command::Du => maintain::du(&store, &out),
+        Command::Ls => maintain::ls(&store, &out),
+    }
+}
+
+/// `$XDG_DATA_HOME/stowage`, else `~/.local/share/stowage`.
+fn default_store_dir() -> anyhow::Result<PathBuf> {
+    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(data).join("stowage"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .context("no --store given and neither STOWAGE_STORE, XDG_DATA_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".local/share/stowage"))
+}
