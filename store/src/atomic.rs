@@ -1,8 +1,9 @@
 //! Atomic file replacement: write a temp file beside the target, fsync, rename, fsync
 //! the directory. Readers see the old or the new content, never a mix.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::error::{IoContext, StoreError};
@@ -15,6 +16,8 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
         .tempfile_in(dir)
         .at(dir)?;
     tmp.write_all(data).at(tmp.path())?;
+    // tempfile creates 0600; the layout's files are for every user to read.
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644)).at(tmp.path())?;
     tmp.as_file().sync_all().at(tmp.path())?;
     tmp.persist(path).map_err(|e| e.error).at(path)?;
     sync_dir(dir)

@@ -80,8 +80,14 @@ impl Ingest {
         size: u64,
     ) -> Result<Option<Self>, StoreError> {
         let hasher = Hasher::new(digest)?;
-        let lock = FileLock::exclusive(&layout.ingest_lock(digest))?;
         if layout.blob(digest).exists() {
+            return Ok(None);
+        }
+        let lock_path = layout.ingest_lock(digest);
+        let lock = FileLock::exclusive(&lock_path)?;
+        if layout.blob(digest).exists() {
+            // Safe to remove: whoever waits on it will find the blob present too.
+            remove_if_exists(&lock_path)?;
             return Ok(None);
         }
         let data_path = layout.ingest_data(digest);

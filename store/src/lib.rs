@@ -163,16 +163,24 @@ impl Store {
     /// Stores a small in-memory blob under its sha256 digest.
     pub fn put(&self, data: &[u8]) -> Result<Digest, StoreError> {
         let digest = sha256_of(data);
-        if let Some(ingest) = self.ingest(&digest, data.len() as u64)? {
-            if ingest.offset() > 0 {
-                // A leftover partial of the same bytes; start clean rather than splice.
+        self.put_as(&digest, data)?;
+        Ok(digest)
+    }
+
+    /// Stores a small in-memory blob that must have `digest` (a manifest received from
+    /// a registry, say); a mismatch stores nothing.
+    pub fn put_as(&self, digest: &Digest, data: &[u8]) -> Result<(), StoreError> {
+        if let Some(ingest) = self.ingest(digest, data.len() as u64)? {
+            let missing: u64 = ingest.missing().iter().map(|r| r.end - r.start).sum();
+            if missing != data.len() as u64 {
+                // A leftover partial of the same blob; start clean rather than splice.
                 ingest.abort()?;
-                return self.put(data);
+                return self.put_as(digest, data);
             }
             ingest.write_at(0, data)?;
             ingest.commit()?;
         }
-        Ok(digest)
+        Ok(())
     }
 
     /// A lease on the store: while held, `gc` waits, so blobs fetched but not yet
