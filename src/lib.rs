@@ -4,3 +4,9 @@
 //! store itself is the `stowage-store` crate, re-exported here as [`store`].
 
 pub use stowage_store as store;
+
+pub mod platform;
+pub mod progress;
+pub mod pull;
+pub mod reference;
+pub mod registry;

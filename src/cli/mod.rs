@@ -3,6 +3,7 @@
 
 mod blobs;
 mod maintain;
+mod pull;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Pull an image from a registry into the store.
+    Pull(pull::PullArgs),
+    /// Print the manifest digest a reference resolves to (asks the registry).
+    Resolve(pull::ResolveArgs),
     /// Add a blob from a file or stdin, checked against its expected digest and size.
     Ingest(blobs::IngestArgs),
     /// Re-hash stored blobs, quarantine corrupt ones, and report what refs lack.
@@ -96,6 +101,11 @@ impl Output {
         }
     }
 
+    /// Whether human progress may be drawn (no `--json`, no `-q`).
+    pub fn interactive(&self) -> bool {
+        !self.json && !self.quiet
+    }
+
     /// The JSON summary (only with `--json`).
     pub fn json(&self, value: serde_json::Value) {
         if self.json {
@@ -111,7 +121,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         quiet: cli.quiet,
     };
     let store = cli.open_store()?;
+    if let Command::Resolve(args) = &cli.command {
+        return pull::resolve(args, &out);
+    }
     match &cli.command {
+        Command::Pull(args) => pull::pull(&store, args, &out),
+        Command::Resolve(_) => unreachable!("handled above, without a store"),
         Command::Ingest(args) => blobs::ingest(&store, args, &out),
         Command::Verify(args) => maintain::verify(&store, args, &out),
         Command::Gc(args) => maintain::gc(&store, args, &out),

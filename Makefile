@@ -1,0 +1,36 @@
+# stowage: the targets a newcomer and CI use. `make demo` and `make test` install what
+# they need first (Debian packages; run as root or with sudo available).
+
+CARGO ?= cargo
+# System tools the tests and the demo drive for real.
+APT_PACKAGES := docker-registry skopeo umoci podman runc busybox-static apache2-utils curl ca-certificates
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup build test bench demo lint
+
+setup:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+	@rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt
+
+build:
+	$(CARGO) build --release
+
+test: setup
+	$(CARGO) test --workspace --no-fail-fast
+
+bench: setup build
+	bash benches/run.sh
+
+demo: setup build
+	bash scripts/demo.sh
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

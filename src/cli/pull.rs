@@ -1,0 +1,159 @@
+//! `stowage pull` and `stowage resolve`: the registry side of the command line.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+use stowage::platform::Platform;
+use stowage::progress::{ProgressReporter, Silent, TerminalProgress};
+use stowage::pull::{pull as pull_image, PullOptions};
+use stowage::reference::Reference;
+use stowage::registry::{Client, ClientConfig, Credentials, Secret};
+use stowage::store::{parse_digest, Store};
+
+use super::Output;
+
+/// How to reach registries; shared by every command that talks to one.
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Talk plain HTTP to this registry (host[:port]); loopback registries always are.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure: Vec<String>,
+    /// Trust this CA certificate (PEM) besides the system roots.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Vec<PathBuf>,
+    /// Log in with this user name (the password is read from stdin).
+    #[arg(long, requires = "password_stdin")]
+    username: Option<String>,
+    /// Read the password for --username from stdin.
+    #[arg(long)]
+    password_stdin: bool,
+    /// Blob downloads in flight at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+}
+
+impl RegistryArgs {
+    fn client(&self, registry: &str) -> anyhow::Result<Arc<Client>> {
+        let mut credentials = HashMap::new();
+        if let Some(username) = &self.username {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\n', '\r']).to_string();
+            credentials.insert(
+                registry.to_string(),
+                Credentials::Basic {
+                    username: username.clone(),
+                    password: Secret::new(password),
+                },
+            );
+        }
+        let config = ClientConfig {
+            insecure: self.insecure.clone(),
+            ca_certs: self.ca_cert.clone(),
+            credentials,
+            concurrency: self.concurrency,
+            ..ClientConfig::default()
+        };
+        Ok(Arc::new(Client::new(config)?))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The image: [registry/]repository[:tag][@digest].
+    reference: String,
+    /// Fail unless the registry's manifest has this digest.
+    #[arg(long)]
+    digest: Option<String>,
+    /// The platform to pick from an index (os/arch[/variant]); default: this machine's.
+    #[arg(long)]
+    platform: Option<Platform>,
+    /// Keep the whole index and every platform.
+    #[arg(long)]
+    all_platforms: bool,
+    /// Use only the store; fail if the image is not there.
+    #[arg(long)]
+    offline: bool,
+    /// Blobs at least this many bytes are fetched as parallel byte ranges.
+    #[arg(long, default_value_t = 16 << 20)]
+    split_threshold: u64,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+pub fn pull(store: &Store, args: &PullArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let reference: Reference = args.reference.parse()?;
+    let mut options = PullOptions {
+        all_platforms: args.all_platforms,
+        offline: args.offline,
+        expected_digest: args.digest.as_deref().map(parse_digest).transpose()?,
+        ..PullOptions::default()
+    };
+    if let Some(platform) = &args.platform {
+        options.platform = platform.clone();
+    }
+    options.blobs.split_threshold = args.split_threshold;
+    let client = args.registry.client(&reference.registry)?;
+    let progress: Arc<dyn ProgressReporter> =
+        if out.interactive() && std::io::stderr().is_terminal() {
+            Arc::new(TerminalProgress::default())
+        } else {
+            Arc::new(Silent)
+        };
+    let report = runtime()?.block_on(pull_image(client, store, &reference, &options, progress))?;
+    out.line(format!(
+        "{} {}: {} layers, fetched {} in {} blobs, {} already present, {:.2} s",
+        report.reference,
+        report.manifest_digest,
+        report.layers,
+        indicatif::HumanBytes(report.bytes_fetched),
+        report.blobs_fetched,
+        indicatif::HumanBytes(report.bytes_present),
+        report.seconds
+    ));
+    out.json(serde_json::to_value(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// The image: [registry/]repository[:tag][@digest].
+    reference: String,
+    /// The platform to pick from an index; default: this machine's.
+    #[arg(long)]
+    platform: Option<Platform>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+pub fn resolve(args: &ResolveArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let reference: Reference = args.reference.parse()?;
+    let client = args.registry.client(&reference.registry)?;
+    let platform = args.platform.clone().unwrap_or_else(Platform::host);
+    let resolved = runtime()?.block_on(stowage::pull::resolve_digest(
+        &client, &reference, &platform,
+    ))?;
+    out.line(&resolved.manifest_digest);
+    out.json(json!({
+        "reference": reference.to_string(),
+        "manifest_digest": resolved.manifest_digest.to_string(),
+        "index_digest": resolved.index_digest.map(|d| d.to_string()),
+        "platform": platform.to_string(),
+    }));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}

@@ -1,0 +1,407 @@
+//! Pull: resolve a reference, choose the platform, plan what the store lacks, fetch
+//! it in parallel into the store, and record the image under its reference.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use oci_spec::image::{Descriptor, ImageManifest};
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::platform::Platform;
+use crate::progress::ProgressReporter;
+use crate::reference::Reference;
+use crate::registry::{BlobOptions, Client, FetchedManifest, ManifestKind, RegistryError};
+use crate::store::{Digest, Store, StoreError, MANIFEST_LIMIT};
+
+/// What to pull and how.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    pub platform: Platform,
+    /// Keep the whole index and every platform's image.
+    pub all_platforms: bool,
+    /// Fail unless the registry's manifest (the index or the chosen platform's) has
+    /// this digest.
+    pub expected_digest: Option<Digest>,
+    /// Use only the store; fail if the image is not all there.
+    pub offline: bool,
+    pub blobs: BlobOptions,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        Self {
+            platform: Platform::host(),
+            all_platforms: false,
+            expected_digest: None,
+            offline: false,
+            blobs: BlobOptions::default(),
+        }
+    }
+}
+
+/// What a pull did, for people and for `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PullReport {
+    pub reference: String,
+    /// The digest the ref points at (the platform manifest, or the index with
+    /// `--all-platforms`).
+    pub manifest_digest: String,
+    /// The index the platform manifest was chosen from, if any.
+    pub index_digest: Option<String>,
+    pub layers: usize,
+    pub blobs_fetched: usize,
+    pub bytes_fetched: u64,
+    pub bytes_present: u64,
+    pub seconds: f64,
+}
+
+/// Why a pull failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{reference}: the registry's manifest is {actual}, expected {expected}; nothing was recorded")]
+    DigestMismatch {
+        reference: String,
+        expected: Digest,
+        actual: String,
+    },
+    #[error("{reference} is not in the store (offline: nothing was fetched){detail}")]
+    NotLocal { reference: String, detail: String },
+}
+
+/// The images a reference resolved to, with the manifests to store.
+struct Resolved {
+    /// The index, when the reference names one.
+    index: Option<FetchedManifest>,
+    images: Vec<(
+        FetchedManifest,
+        ImageManifest,
+        Option<oci_spec::image::Platform>,
+    )>,
+}
+
+/// Pulls `reference` into `store`.
+pub async fn pull(
+    client: Arc<Client>,
+    store: &Store,
+    reference: &Reference,
+    options: &PullOptions,
+    progress: Arc<dyn ProgressReporter>,
+) -> Result<PullReport, PullError> {
+    let started = Instant::now();
+    let _lease = store.lease()?;
+    let resolved = if options.offline {
+        resolve_offline(store, reference)?
+    } else {
+        resolve(&client, store, reference, options).await?
+    };
+    if let Some(expected) = &options.expected_digest {
+        let matches = resolved
+            .index
+            .as_ref()
+            .is_some_and(|i| &i.digest == expected)
+            || resolved
+                .images
+                .iter()
+                .any(|(m, _, _)| &m.digest == expected);
+        if !matches {
+            let actual = resolved
+                .index
+                .iter()
+                .map(|i| i.digest.to_string())
+                .chain(resolved.images.iter().map(|(m, _, _)| m.digest.to_string()))
+                .collect::<Vec<_>>()
+                .join(" / ");
+            return Err(PullError::DigestMismatch {
+                reference: reference.to_string(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+    }
+
+    // Every blob once, even when platforms share layers.
+    let mut wanted: Vec<Descriptor> = Vec::new();
+    for (_, manifest, _) in &resolved.images {
+        for descriptor in std::iter::once(manifest.config()).chain(manifest.layers()) {
+            if !wanted.iter().any(|d| d.digest() == descriptor.digest()) {
+                wanted.push(descriptor.clone());
+            }
+        }
+    }
+    let mut bytes_present = 0;
+    let mut missing = Vec::new();
+    for descriptor in wanted {
+        match store.stat(descriptor.digest())? {
+            Some(size) => bytes_present += size,
+            None => missing.push(descriptor),
+        }
+    }
+    if options.offline && !missing.is_empty() {
+        return Err(PullError::NotLocal {
+            reference: reference.to_string(),
+            detail: format!(
+                ": {} blobs missing, first {}",
+                missing.len(),
+                missing[0].digest()
+            ),
+        });
+    }
+    progress.plan(missing.iter().map(|d| d.size()).sum(), bytes_present);
+    let (blobs_fetched, bytes_fetched, already) =
+        fetch_all(&client, store, reference, missing, options, &progress).await?;
+    bytes_present += already;
+
+    // Manifests last, so a ref never points at an image with missing blobs.
+    for (manifest, _, _) in &resolved.images {
+        store.put_as(&manifest.digest, &manifest.bytes)?;
+    }
+    let (root, index_digest) = match (&resolved.index, options.all_platforms) {
+        (Some(index), true) => {
+            store.put_as(&index.digest, &index.bytes)?;
+            (index.descriptor(), None)
+        }
+        (index, _) => {
+            let (manifest, _, platform) = &resolved.images[0];
+            let mut descriptor = manifest.descriptor();
+            descriptor.set_platform(platform.clone());
+            (descriptor, index.as_ref().map(|i| i.digest.to_string()))
+        }
+    };
+    let name = reference.to_string();
+    store.set_ref(&name, &root)?;
+    Ok(PullReport {
+        reference: name,
+        manifest_digest: root.digest().to_string(),
+        index_digest,
+        layers: resolved
+            .images
+            .iter()
+            .map(|(_, m, _)| m.layers().len())
+            .sum(),
+        blobs_fetched,
+        bytes_fetched,
+        bytes_present,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Asks the registry (or the store, for a digest it already holds) for the manifest
+/// and, for an index, the platform manifest(s).
+async fn resolve(
+    client: &Client,
+    store: &Store,
+    reference: &Reference,
+    options: &PullOptions,
+) -> Result<Resolved, PullError> {
+    let top = manifest(client, store, reference, &reference.target()).await?;
+    match top.parse(&reference.to_string())? {
+        ManifestKind::Image(image) => Ok(Resolved {
+            index: None,
+            images: vec![(top, image, None)],
+        }),
+        ManifestKind::Index(index) => {
+            let chosen: Vec<&Descriptor> = if options.all_platforms {
+                index.manifests().iter().collect()
+            } else {
+                vec![choose_platform(&index, &options.platform, reference)?]
+            };
+            let mut images = Vec::new();
+            for descriptor in chosen {
+                let child =
+                    manifest(client, store, reference, descriptor.digest().as_ref()).await?;
+                match child.parse(&reference.to_string())? {
+                    ManifestKind::Image(image) => {
+                        images.push((child, image, descriptor.platform().clone()))
+                    }
+                    ManifestKind::Index(_) => {
+                        return Err(RegistryError::BadManifest {
+                            reference: reference.to_string(),
+                            detail: format!(
+                                "index entry {} is itself an index",
+                                descriptor.digest()
+                            ),
+                        }
+                        .into())
+                    }
+                }
+            }
+            Ok(Resolved {
+                index: Some(top),
+                images,
+            })
+        }
+    }
+}
+
+/// A manifest by tag or digest; a digest the store already holds is read from there.
+async fn manifest(
+    client: &Client,
+    store: &Store,
+    reference: &Reference,
+    target: &str,
+) -> Result<FetchedManifest, PullError> {
+    if let Ok(digest) = crate::store::parse_digest(target) {
+        if store.has(&digest) {
+            let bytes = store.read_blob(&digest, MANIFEST_LIMIT)?;
+            return Ok(FetchedManifest::from_stored(bytes, digest));
+        }
+    }
+    Ok(client.manifest(reference, target).await?)
+}
+
+/// The image a ref names, from the store alone.
+fn resolve_offline(store: &Store, reference: &Reference) -> Result<Resolved, PullError> {
+    let name = reference.to_string();
+    let not_local = |detail: String| PullError::NotLocal {
+        reference: name.clone(),
+        detail,
+    };
+    let descriptor = store
+        .resolve_ref(&name)?
+        .ok_or_else(|| not_local(String::new()))?;
+    let bytes = store
+        .read_blob(descriptor.digest(), MANIFEST_LIMIT)
+        .map_err(|e| not_local(format!(": {e}")))?;
+    let top = FetchedManifest::from_stored(bytes, descriptor.digest().clone());
+    match top.parse(&name)? {
+        ManifestKind::Image(image) => Ok(Resolved {
+            index: None,
+            images: vec![(top, image, descriptor.platform().clone())],
+        }),
+        ManifestKind::Index(index) => {
+            let mut images = Vec::new();
+            for child in index.manifests() {
+                let bytes = store
+                    .read_blob(child.digest(), MANIFEST_LIMIT)
+                    .map_err(|e| not_local(format!(": {e}")))?;
+                let fetched = FetchedManifest::from_stored(bytes, child.digest().clone());
+                if let ManifestKind::Image(image) = fetched.parse(&name)? {
+                    images.push((fetched, image, child.platform().clone()));
+                }
+            }
+            Ok(Resolved {
+                index: Some(top),
+                images,
+            })
+        }
+    }
+}
+
+/// Fetches every missing blob, each in its own task (the client bounds how many
+/// download at once). Returns (blobs fetched, bytes fetched, bytes another process
+/// stored meanwhile).
+async fn fetch_all(
+    client: &Arc<Client>,
+    store: &Store,
+    reference: &Reference,
+    missing: Vec<Descriptor>,
+    options: &PullOptions,
+    progress: &Arc<dyn ProgressReporter>,
+) -> Result<(usize, u64, u64), PullError> {
+    let mut tasks = JoinSet::new();
+    for descriptor in missing {
+        let client = client.clone();
+        let store = store.clone();
+        let reference = reference.clone();
+        let blob_options = options.blobs.clone();
+        let progress = progress.clone();
+        tasks.spawn(async move {
+            let digest = descriptor.digest().clone();
+            let size = descriptor.size();
+            let opened = {
+                let (store, digest) = (store.clone(), digest.clone());
+                tokio::task::spawn_blocking(move || store.ingest(&digest, size))
+                    .await
+                    .expect("opening an ingest does not panic")?
+            };
+            let Some(ingest) = opened else {
+                return Ok::<_, PullError>((0, 0, size));
+            };
+            let resumed = size
+                - ingest
+                    .missing()
+                    .iter()
+                    .map(|r| r.end - r.start)
+                    .sum::<u64>();
+            progress.blob_started(&digest, size, resumed);
+            let on_bytes = |n: u64| progress.blob_bytes(&digest, n);
+            client
+                .fetch_blob(&reference, &descriptor, ingest, &blob_options, &on_bytes)
+                .await?;
+            progress.blob_finished(&digest);
+            Ok((1, size - resumed, 0))
+        });
+    }
+    let (mut blobs, mut bytes, mut present) = (0, 0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("a blob task does not panic") {
+            Ok((b, n, p)) => {
+                blobs += b;
+                bytes += n;
+                present += p;
+            }
+            Err(e) => {
+                tasks.abort_all();
+                return Err(e);
+            }
+        }
+    }
+    Ok((blobs, bytes, present))
+}
+
+/// What a reference resolves to on the registry.
+#[derive(Debug, Clone)]
+pub struct ResolvedDigest {
+    /// The platform manifest (or the manifest, when there is no index).
+    pub manifest_digest: Digest,
+    pub index_digest: Option<Digest>,
+}
+
+/// Asks the registry what `reference` points at for `platform`, fetching no blob.
+pub async fn resolve_digest(
+    client: &Client,
+    reference: &Reference,
+    platform: &Platform,
+) -> Result<ResolvedDigest, PullError> {
+    let top = client.manifest(reference, &reference.target()).await?;
+    match top.parse(&reference.to_string())? {
+        ManifestKind::Image(_) => Ok(ResolvedDigest {
+            manifest_digest: top.digest,
+            index_digest: None,
+        }),
+        ManifestKind::Index(index) => {
+            let chosen = choose_platform(&index, platform, reference)?;
+            Ok(ResolvedDigest {
+                manifest_digest: chosen.digest().clone(),
+                index_digest: Some(top.digest),
+            })
+        }
+    }
+}
+
+/// The entry of `index` for `platform`, or an error listing the platforms it has.
+fn choose_platform<'i>(
+    index: &'i oci_spec::image::ImageIndex,
+    platform: &Platform,
+    reference: &Reference,
+) -> Result<&'i Descriptor, RegistryError> {
+    index
+        .manifests()
+        .iter()
+        .find(|d| d.platform().as_ref().is_some_and(|p| platform.matches(p)))
+        .ok_or_else(|| RegistryError::NoPlatform {
+            reference: reference.to_string(),
+            platform: platform.to_string(),
+            available: index
+                .manifests()
+                .iter()
+                .filter_map(|d| d.platform().as_ref().map(Platform::describe))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}

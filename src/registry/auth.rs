@@ -1,0 +1,239 @@
+//! Registry auth: answering `WWW-Authenticate` challenges with a bearer token (one
+//! per registry and scope, cached until it expires, fetched once however many requests
+//! wait for it, fetched again when the registry refuses it) or with basic credentials.
+//! Secrets never reach a log line or an error message.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_auth::ChallengeRef;
+use reqwest::header::AUTHORIZATION;
+use serde::Deserialize;
+
+use super::error::RegistryError;
+
+/// A password or token; its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// What to log in to one registry with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// A user name and password (or a personal access token as the password).
+    Basic { username: String, password: Secret },
+    /// A refresh token from `docker login` with an identity provider (`identitytoken`).
+    IdentityToken(Secret),
+}
+
+impl Credentials {
+    fn basic_header(&self) -> Option<String> {
+        match self {
+            Self::Basic { username, password } => Some(format!(
+                "Basic {}",
+                http_auth::basic::encode_credentials(username, password.expose())
+            )),
+            Self::IdentityToken(_) => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Token {
+    header: String,
+    expires: Instant,
+}
+
+/// Per-(registry, scope) token slots; the async mutex in each makes many waiters
+/// share one token fetch.
+type Slot = Arc<tokio::sync::Mutex<Option<Token>>>;
+
+/// Credentials and cached tokens for every registry this process talks to.
+#[derive(Default)]
+pub struct Auth {
+    credentials: HashMap<String, Credentials>,
+    slots: Mutex<HashMap<(String, String), Slot>>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+impl Auth {
+    pub fn new(credentials: HashMap<String, Credentials>) -> Self {
+        Self {
+            credentials,
+            slots: Mutex::default(),
+        }
+    }
+
+    fn slot(&self, registry: &str, scope: &str) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .entry((registry.to_string(), scope.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// The Authorization header to send up front, if a valid one is known.
+    pub async fn header(&self, registry: &str, scope: &str) -> Option<String> {
+        let slot = self.slot(registry, scope);
+        let token = slot.lock().await;
+        token
+            .as_ref()
+            .filter(|t| t.expires > Instant::now())
+            .map(|t| t.header.clone())
+    }
+
+    /// Answers a 401: returns the header to retry with. `refused` is the header the
+    /// registry just turned down, so a token another task fetched meanwhile is reused
+    /// but the refused one is not.
+    pub async fn answer(
+        &self,
+        http: &reqwest::Client,
+        registry: &str,
+        scope: &str,
+        challenge: Option<&str>,
+        refused: Option<&str>,
+    ) -> Result<String, RegistryError> {
+        let fail = |detail: String| RegistryError::Auth {
+            registry: registry.to_string(),
+            detail,
+        };
+        let challenge = challenge
+            .ok_or_else(|| fail("HTTP 401 without a WWW-Authenticate challenge".into()))?;
+        let challenges = http_auth::parse_challenges(challenge)
+            .map_err(|e| fail(format!("unreadable WWW-Authenticate header: {e}")))?;
+        let credentials = self.credentials.get(registry);
+        if let Some(bearer) = challenges
+            .iter()
+            .find(|c| c.scheme.eq_ignore_ascii_case("bearer"))
+        {
+            let slot = self.slot(registry, scope);
+            let mut cached = slot.lock().await;
+            if let Some(token) = cached.as_ref() {
+                if token.expires > Instant::now() && Some(token.header.as_str()) != refused {
+                    return Ok(token.header.clone());
+                }
+            }
+            let token = fetch_token(http, registry, scope, bearer, credentials).await?;
+            *cached = Some(token.clone());
+            return Ok(token.header);
+        }
+        if challenges
+            .iter()
+            .any(|c| c.scheme.eq_ignore_ascii_case("basic"))
+        {
+            let header = credentials
+                .and_then(Credentials::basic_header)
+                .ok_or_else(|| fail("the registry asks for a user name and password; none is configured (use --username and --password-stdin, or docker login)".into()))?;
+            if Some(header.as_str()) == refused {
+                return Err(fail(
+                    "the registry refused the user name and password".into(),
+                ));
+            }
+            return Ok(header);
+        }
+        Err(fail(format!(
+            "unsupported auth scheme(s): {}",
+            challenges
+                .iter()
+                .map(|c| c.scheme)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
+fn param(challenge: &ChallengeRef<'_>, name: &str) -> Option<String> {
+    challenge
+        .params
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.to_unescaped())
+}
+
+async fn fetch_token(
+    http: &reqwest::Client,
+    registry: &str,
+    scope: &str,
+    challenge: &ChallengeRef<'_>,
+    credentials: Option<&Credentials>,
+) -> Result<Token, RegistryError> {
+    let fail = |detail: String| RegistryError::Auth {
+        registry: registry.to_string(),
+        detail,
+    };
+    let realm =
+        param(challenge, "realm").ok_or_else(|| fail("bearer challenge without a realm".into()))?;
+    let mut query = vec![("scope", scope.to_string())];
+    if let Some(service) = param(challenge, "service") {
+        query.push(("service", service));
+    }
+    let request = match credentials {
+        Some(Credentials::IdentityToken(refresh)) => {
+            query.push(("grant_type", "refresh_token".into()));
+            query.push(("refresh_token", refresh.expose().to_string()));
+            query.push(("client_id", "stowage".into()));
+            http.post(&realm).form(&query)
+        }
+        Some(creds @ Credentials::Basic { .. }) => http.get(&realm).query(&query).header(
+            AUTHORIZATION,
+            creds
+                .basic_header()
+                .expect("basic credentials have a header"),
+        ),
+        None => http.get(&realm).query(&query),
+    };
+    let started = Instant::now();
+    let response = request.send().await.map_err(|e| {
+        fail(format!(
+            "token request to {realm} failed: {}",
+            e.without_url()
+        ))
+    })?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(fail(format!(
+            "the token service {realm} answered HTTP {}",
+            status.as_u16()
+        )));
+    }
+    let body: TokenResponse = response.json().await.map_err(|e| {
+        fail(format!(
+            "unreadable answer from the token service {realm}: {}",
+            e.without_url()
+        ))
+    })?;
+    let token = body
+        .token
+        .or(body.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| fail(format!("the token service {realm} sent no token")))?;
+    // Refresh a little early; registries default to 60 s when they say nothing.
+    let lifetime = Duration::from_secs(body.expires_in.unwrap_or(60).max(10));
+    Ok(Token {
+        header: format!("Bearer {token}"),
+        expires: started + lifetime - Duration::from_secs(5),
+    })
+}

@@ -1,0 +1,315 @@
+//! Fetching blobs into the store's ingest: streamed and hashed as they arrive, resumed
+//! with closed Range requests after a cut, and, for big blobs, split into byte ranges
+//! fetched over parallel connections (one connection is capped by real registries and
+//! CDNs). A registry that ignores Range gets one plain stream that fills the holes.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use futures_util::future::try_join_all;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_RANGE, RANGE};
+use reqwest::StatusCode;
+
+use super::{Client, RegistryError};
+use crate::reference::Reference;
+use crate::store::{Committed, Descriptor, Ingest};
+
+/// How blobs are split into ranges.
+#[derive(Debug, Clone)]
+pub struct BlobOptions {
+    /// Blobs at least this big are fetched as parallel ranges.
+    pub split_threshold: u64,
+    /// At most this many ranges of one blob in flight.
+    pub ranges_per_blob: u64,
+    /// No range is smaller than this.
+    pub min_range: u64,
+}
+
+impl Default for BlobOptions {
+    fn default() -> Self {
+        Self {
+            split_threshold: 16 << 20,
+            ranges_per_blob: 8,
+            min_range: 4 << 20,
+        }
+    }
+}
+
+/// Called with the number of bytes each write added.
+pub type OnBytes<'a> = &'a (dyn Fn(u64) + Send + Sync);
+
+/// How one request ended.
+enum Outcome {
+    /// The range is complete.
+    Done,
+    /// The stream stopped early; this many bytes of the range arrived.
+    Cut(u64),
+    /// The registry answered a Range request with the whole blob.
+    RangeIgnored,
+}
+
+impl Client {
+    /// Downloads what `ingest` still lacks of `descriptor` and commits it. The digest is
+    /// checked over the whole blob before commit; a mismatch stores nothing.
+    pub async fn fetch_blob(
+        &self,
+        reference: &Reference,
+        descriptor: &Descriptor,
+        ingest: Ingest,
+        options: &BlobOptions,
+        on_bytes: OnBytes<'_>,
+    ) -> Result<Committed, RegistryError> {
+        let ingest = Arc::new(ingest);
+        let size = descriptor.size();
+        let pieces = plan(&ingest.missing(), size, options);
+        let results = try_join_all(pieces.iter().map(|piece| {
+            self.fetch_range(
+                reference,
+                descriptor,
+                &ingest,
+                piece.clone(),
+                true,
+                on_bytes,
+            )
+        }))
+        .await;
+        match results {
+            Ok(outcomes) if outcomes.iter().any(|o| matches!(o, Outcome::RangeIgnored)) => {
+                tracing::debug!(digest = %descriptor.digest(), "registry ignores Range; one plain stream");
+                self.fetch_range(reference, descriptor, &ingest, 0..size, false, on_bytes)
+                    .await?;
+            }
+            Ok(_) => {}
+            Err(e) => return Err(e),
+        }
+        let ingest = Arc::into_inner(ingest).expect("every range task has finished");
+        let committed = tokio::task::spawn_blocking(move || ingest.commit())
+            .await
+            .expect("commit does not panic")?;
+        Ok(committed)
+    }
+
+    /// Fetches `want` (retrying cuts from where they stopped) into the ingest. With
+    /// `ranged` false the body is the whole blob and only the holes are written.
+    async fn fetch_range(
+        &self,
+        reference: &Reference,
+        descriptor: &Descriptor,
+        ingest: &Ingest,
+        want: Range<u64>,
+        ranged: bool,
+        on_bytes: OnBytes<'_>,
+    ) -> Result<Outcome, RegistryError> {
+        let mut start = want.start;
+        let mut failures = 0;
+        loop {
+            let outcome = self
+                .request(
+                    reference,
+                    descriptor,
+                    ingest,
+                    start..want.end,
+                    ranged,
+                    on_bytes,
+                )
+                .await?;
+            match outcome {
+                Outcome::Cut(got) if got > 0 => {
+                    failures = 0;
+                    start += got;
+                    if !ranged {
+                        // A plain stream restarts from 0 (only holes are written).
+                        start = 0;
+                    }
+                }
+                Outcome::Cut(_) => {
+                    failures += 1;
+                    if failures >= self.retry.attempts {
+                        return Err(RegistryError::BadBlob {
+                            digest: descriptor.digest().clone(),
+                            detail: format!(
+                                "the stream broke {failures} times in a row without progress at byte {start}"
+                            ),
+                        });
+                    }
+                    tokio::time::sleep(self.retry.delay(failures, None)).await;
+                }
+                other => return Ok(other),
+            }
+            if ranged {
+                // After a cut: continue with a Range, never open-ended.
+                if start >= want.end {
+                    return Ok(Outcome::Done);
+                }
+            } else if ingest.missing().is_empty() {
+                return Ok(Outcome::Done);
+            }
+            tracing::debug!(digest = %descriptor.digest(), start, "resuming a cut stream");
+        }
+    }
+
+    /// One GET. Holds one of the process-wide download permits while it streams.
+    async fn request(
+        &self,
+        reference: &Reference,
+        descriptor: &Descriptor,
+        ingest: &Ingest,
+        want: Range<u64>,
+        ranged: bool,
+        on_bytes: OnBytes<'_>,
+    ) -> Result<Outcome, RegistryError> {
+        let digest = descriptor.digest();
+        let size = descriptor.size();
+        let host = reference.api_host();
+        let url = format!(
+            "{}/v2/{}/blobs/{digest}",
+            self.base_url(host),
+            reference.repository
+        );
+        let whole = want == (0..size);
+        let mut headers = HeaderMap::new();
+        if ranged && !whole {
+            let value = format!("bytes={}-{}", want.start, want.end - 1);
+            headers.insert(RANGE, HeaderValue::from_str(&value).expect("ascii"));
+        }
+        let _permit = self.downloads().acquire().await.expect("never closed");
+        let mut response = self.get(host, &reference.repository, &url, headers).await?;
+        let bad = |detail: String| RegistryError::BadBlob {
+            digest: digest.clone(),
+            detail,
+        };
+        let mut ranged = ranged;
+        match response.status() {
+            StatusCode::PARTIAL_CONTENT => {
+                let content_range = response
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !content_range_matches(content_range, &want, size) {
+                    return Err(bad(format!(
+                        "asked for bytes {}-{}, the registry sent Content-Range {content_range:?}",
+                        want.start,
+                        want.end - 1
+                    )));
+                }
+            }
+            StatusCode::OK if ranged && !whole => return Ok(Outcome::RangeIgnored),
+            StatusCode::OK => ranged = false,
+            other => {
+                return Err(bad(format!(
+                    "unexpected HTTP {} to a blob GET",
+                    other.as_u16()
+                )))
+            }
+        }
+        // Where the body's first byte belongs.
+        let mut pos = if ranged { want.start } else { 0 };
+        let body_start = pos;
+        let end = if ranged { want.end } else { size };
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(%digest, at = pos, "stream cut: {e}");
+                    return Ok(Outcome::Cut(pos - body_start));
+                }
+            };
+            let chunk_end = pos + chunk.len() as u64;
+            if chunk_end > end {
+                if !ranged {
+                    // Cut at size + 1: the ingest refuses the extra bytes and names them.
+                    ingest.write_at(size, &chunk[..1])?;
+                }
+                return Err(bad(format!(
+                    "the registry sent more than the {} bytes asked for",
+                    end - want.start
+                )));
+            }
+            if ranged {
+                ingest.write_at(pos, &chunk)?;
+                on_bytes(chunk.len() as u64);
+            } else {
+                for hole in ingest.missing() {
+                    let from = hole.start.max(pos);
+                    let to = hole.end.min(chunk_end);
+                    if from < to {
+                        let slice = &chunk[(from - pos) as usize..(to - pos) as usize];
+                        ingest.write_at(from, slice)?;
+                        on_bytes(slice.len() as u64);
+                    }
+                }
+            }
+            pos = chunk_end;
+        }
+        if pos < end {
+            return Ok(Outcome::Cut(pos - body_start));
+        }
+        Ok(Outcome::Done)
+    }
+}
+
+/// Splits the holes of a partial blob into the ranges to request.
+fn plan(holes: &[Range<u64>], size: u64, options: &BlobOptions) -> Vec<Range<u64>> {
+    if size < options.split_threshold {
+        return holes.to_vec();
+    }
+    let piece = (size / options.ranges_per_blob.max(1)).max(options.min_range);
+    let mut pieces = Vec::new();
+    for hole in holes {
+        let mut at = hole.start;
+        while at < hole.end {
+            let next = (at + piece).min(hole.end);
+            pieces.push(at..next);
+            at = next;
+        }
+    }
+    pieces
+}
+
+/// Whether `Content-Range: bytes a-b/total` is exactly the range asked for.
+fn content_range_matches(header: &str, want: &Range<u64>, size: u64) -> bool {
+    let Some(rest) = header.strip_prefix("bytes ") else {
+        return false;
+    };
+    let Some((range, total)) = rest.split_once('/') else {
+        return false;
+    };
+    let Some((a, b)) = range.split_once('-') else {
+        return false;
+    };
+    let total_ok = total == "*" || total.parse::<u64>() == Ok(size);
+    a.parse::<u64>() == Ok(want.start) && b.parse::<u64>() == Ok(want.end - 1) && total_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)]
+    fn big_blobs_are_split_small_ones_are_not() {
+        let options = BlobOptions::default();
+        assert_eq!(plan(&[0..1000], 1000, &options), vec![0..1000]);
+        let size = 64 << 20;
+        let pieces = plan(&[0..size], size, &options);
+        assert_eq!(pieces.len(), 8);
+        assert_eq!(pieces.last().unwrap().end, size);
+        let pieces = plan(&[(10 << 20)..(12 << 20), (40 << 20)..size], size, &options);
+        assert_eq!(pieces.first(), Some(&((10 << 20)..(12 << 20))));
+        assert_eq!(
+            pieces.iter().map(|r| r.end - r.start).sum::<u64>(),
+            (2 << 20) + size - (40 << 20)
+        );
+    }
+
+    #[test]
+    fn content_range_must_match_exactly() {
+        assert!(content_range_matches("bytes 10-19/100", &(10..20), 100));
+        assert!(content_range_matches("bytes 10-19/*", &(10..20), 100));
+        assert!(!content_range_matches("bytes 0-19/100", &(10..20), 100));
+        assert!(!content_range_matches("bytes 10-19/99", &(10..20), 100));
+        assert!(!content_range_matches("", &(10..20), 100));
+    }
+}

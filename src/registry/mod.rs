@@ -1,0 +1,252 @@
+//! The OCI distribution client for the pull path, written on `reqwest` directly (see
+//! DESIGN.md for why not `oci-client`): auth, manifests, blob GETs with resume and
+//! retries. It never writes files itself; blob bodies go into the store's ingest.
+
+mod auth;
+mod blob;
+mod error;
+mod manifest;
+mod retry;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::{Response, StatusCode};
+use tokio::sync::Semaphore;
+
+pub use auth::{Credentials, Secret};
+pub use blob::{BlobOptions, OnBytes};
+pub use error::RegistryError;
+pub use manifest::{FetchedManifest, ManifestKind, MANIFEST_ACCEPT};
+pub use retry::RetryPolicy;
+
+/// How to reach registries.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Registries (host[:port]) to talk to over plain HTTP. Loopback hosts always are.
+    pub insecure: Vec<String>,
+    /// Extra CA certificates (PEM) to trust besides the system roots.
+    pub ca_certs: Vec<PathBuf>,
+    /// Credentials per registry host.
+    pub credentials: HashMap<String, Credentials>,
+    pub retry: RetryPolicy,
+    /// Blob downloads in flight at once, across the whole process.
+    pub concurrency: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            insecure: Vec::new(),
+            ca_certs: Vec::new(),
+            credentials: HashMap::new(),
+            retry: RetryPolicy::default(),
+            concurrency: 8,
+        }
+    }
+}
+
+/// A registry client; cheap to share (`Arc`) across tasks.
+pub struct Client {
+    http: reqwest::Client,
+    auth: auth::Auth,
+    retry: RetryPolicy,
+    insecure: HashSet<String>,
+    downloads: Arc<Semaphore>,
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Self, RegistryError> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("stowage/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true);
+        for path in &config.ca_certs {
+            let pem = std::fs::read(path).map_err(|e| RegistryError::Auth {
+                registry: path.display().to_string(),
+                detail: format!("cannot read the CA certificate: {e}"),
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| RegistryError::Auth {
+                registry: path.display().to_string(),
+                detail: format!("not a PEM certificate: {e}"),
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|source| RegistryError::Http {
+            url: "(client set-up)".into(),
+            source,
+        })?;
+        Ok(Self {
+            http,
+            auth: auth::Auth::new(config.credentials),
+            retry: config.retry,
+            insecure: config.insecure.into_iter().collect(),
+            downloads: Arc::new(Semaphore::new(config.concurrency.max(1))),
+        })
+    }
+
+    /// `http://` for loopback and insecure registries, `https://` for the rest.
+    pub fn base_url(&self, host: &str) -> String {
+        let scheme = if self.insecure.contains(host) || is_loopback(host) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{host}")
+    }
+
+    /// The bound on concurrent blob downloads.
+    pub(crate) fn downloads(&self) -> &Arc<Semaphore> {
+        &self.downloads
+    }
+
+    /// GETs `url` on `host` for a pull of `repository`: authenticates on a 401, retries
+    /// 429, 5xx and dropped connections, and turns any other failure into an error
+    /// that carries the registry's own message.
+    pub(crate) async fn get(
+        &self,
+        host: &str,
+        repository: &str,
+        url: &str,
+        headers: HeaderMap,
+    ) -> Result<Response, RegistryError> {
+        let scope = format!("repository:{repository}:pull");
+        let mut authorization = self.auth.header(host, &scope).await;
+        let mut reauthenticated = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self.http.get(url).headers(headers.clone());
+            if let Some(value) = &authorization {
+                request = request.header(AUTHORIZATION, value);
+            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(e) if attempt < self.retry.attempts && !e.is_builder() => {
+                    let wait = self.retry.delay(attempt, None);
+                    tracing::debug!(url, attempt, ?wait, "request failed, retrying: {e}");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Err(source) => {
+                    return Err(RegistryError::Http {
+                        url: url.to_string(),
+                        source,
+                    })
+                }
+            };
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && !reauthenticated {
+                reauthenticated = true;
+                attempt -= 1;
+                let challenge = response
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok());
+                authorization = Some(
+                    self.auth
+                        .answer(
+                            &self.http,
+                            host,
+                            &scope,
+                            challenge,
+                            authorization.as_deref(),
+                        )
+                        .await?,
+                );
+                continue;
+            }
+            if RetryPolicy::retryable(status) {
+                if attempt < self.retry.attempts {
+                    let wait = self.retry.delay(attempt, Some(response.headers()));
+                    tracing::debug!(url, attempt, ?wait, status = status.as_u16(), "retrying");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                return Err(RegistryError::GaveUp {
+                    url: url.to_string(),
+                    attempts: attempt,
+                    last: format!("HTTP {}{}", status.as_u16(), error_detail(response).await),
+                });
+            }
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                return Err(RegistryError::Auth {
+                    registry: host.to_string(),
+                    detail: format!("HTTP {}{}", status.as_u16(), error_detail(response).await),
+                });
+            }
+            if !status.is_success() {
+                return Err(RegistryError::Status {
+                    url: url.to_string(),
+                    status: status.as_u16(),
+                    detail: error_detail(response).await,
+                });
+            }
+            return Ok(response);
+        }
+    }
+}
+
+/// Whether a registry host is on this machine (plain HTTP is allowed there).
+fn is_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The registry's error text (`: CODE: message`), read from at most 4 KiB of body.
+async fn error_detail(mut response: Response) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > 4096 {
+            break;
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorEntry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorEntry {
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    match serde_json::from_slice::<Errors>(&body) {
+        Ok(parsed) => parsed
+            .errors
+            .iter()
+            .map(|e| format!(": {}: {}", e.code, e.message))
+            .collect(),
+        Err(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn loopback_hosts() {
+        for host in [
+            "127.0.0.1:5000",
+            "localhost:5000",
+            "localhost",
+            "[::1]:5000",
+            "127.1.2.3",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["docker.io", "10.0.0.1:5000", "registry.example:443"] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
+}
