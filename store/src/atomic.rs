@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::error::{IoContext, StoreError};
 
 /// Replaces `path` with `data` atomically and durably.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().expect("store paths have a parent");
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")

@@ -30,6 +30,9 @@ use crate::error::{IoContext, StoreError};
 use crate::layout::Layout;
 use crate::lock::FileLock;
 
+/// Positional ingests sync and record their ranges after this many new bytes.
+const RECORD_EVERY: u64 = 8 << 20;
+
 /// What a committed ingest produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
@@ -57,6 +60,8 @@ struct State {
     /// Bytes on disk or being written right now.
     claimed: RangeSet,
     positional: bool,
+    /// Bytes of `written` the sidecar recorded at the last sync.
+    recorded: u64,
     /// A write failed or went past the size: the data cannot be trusted.
     poisoned: bool,
 }
@@ -138,6 +143,7 @@ impl Ingest {
                 hasher,
                 hashed: 0,
                 claimed: written.clone(),
+                recorded: written.len(),
                 written,
                 positional,
                 poisoned: false,
@@ -208,6 +214,11 @@ impl Ingest {
             return Err(e);
         }
         state.written.insert(offset..end);
+        if state.positional && state.written.len() - state.recorded >= RECORD_EVERY {
+            // Bound what a crash can cost: the holes plus at most this much.
+            self.sync_locked(&state)?;
+            state.recorded = state.written.len();
+        }
         if state.hashed == offset {
             state.hasher.update(buf);
             state.hashed = end;

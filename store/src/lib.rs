@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use oci_spec::image::{Descriptor, Digest, MediaType};
 
+pub use atomic::write_atomic;
 pub use blob::BlobReader;
 pub use digest::{hash_file, parse_digest, sha256_of, Hasher};
 pub use error::StoreError;
@@ -187,6 +188,18 @@ impl Store {
     /// referenced by a ref are not swept. Hold one for the length of a pull.
     pub fn lease(&self) -> Result<FileLock, StoreError> {
         FileLock::shared(&self.layout.gc_lock())
+    }
+
+    /// Whether the store holds everything `descriptor` needs: the manifest (or index),
+    /// every child manifest, config and layer. A ref alone proves nothing.
+    pub fn is_complete(&self, descriptor: &Descriptor) -> Result<bool, StoreError> {
+        let reach = graph::reach(self, vec![("check".into(), descriptor.clone())])?;
+        Ok(reach.missing.is_empty())
+    }
+
+    /// A file for stowage's own rebuildable state (caches), under `stowage/`.
+    pub fn state_file(&self, name: &str) -> PathBuf {
+        self.layout.state_dir().join(name)
     }
 
     pub(crate) fn layout(&self) -> &Layout {
