@@ -5,8 +5,10 @@
 
 pub use stowage_store as store;
 
+pub mod inspect;
 pub mod platform;
 pub mod progress;
 pub mod pull;
 pub mod reference;
 pub mod registry;
+pub mod tagcache;

@@ -13,6 +13,7 @@ use crate::progress::ProgressReporter;
 use crate::reference::Reference;
 use crate::registry::{BlobOptions, Client, FetchedManifest, ManifestKind, RegistryError};
 use crate::store::{Digest, Store, StoreError, MANIFEST_LIMIT};
+use crate::tagcache::TagCache;
 
 /// What to pull and how.
 #[derive(Debug, Clone)]
@@ -25,6 +26,9 @@ pub struct PullOptions {
     pub expected_digest: Option<Digest>,
     /// Use only the store; fail if the image is not all there.
     pub offline: bool,
+    /// Trust a tag's cached resolution this long when the store holds the image whole;
+    /// zero asks the registry every time.
+    pub ttl: std::time::Duration,
     pub blobs: BlobOptions,
 }
 
@@ -35,6 +39,7 @@ impl Default for PullOptions {
             all_platforms: false,
             expected_digest: None,
             offline: false,
+            ttl: std::time::Duration::ZERO,
             blobs: BlobOptions::default(),
         }
     }
@@ -94,7 +99,10 @@ pub async fn pull(
 ) -> Result<PullReport, PullError> {
     let started = Instant::now();
     let _lease = store.lease()?;
-    let resolved = if options.offline {
+    let tags = TagCache::new(store);
+    let name = reference.to_string();
+    let cached = reference.digest.is_none() && cache_is_fresh(store, &tags, &name, options.ttl)?;
+    let resolved = if options.offline || cached {
         resolve_offline(store, reference)?
     } else {
         resolve(&client, store, reference, options).await?
@@ -172,8 +180,10 @@ pub async fn pull(
             (descriptor, index.as_ref().map(|i| i.digest.to_string()))
         }
     };
-    let name = reference.to_string();
     store.set_ref(&name, &root)?;
+    if !cached && !options.offline {
+        tags.put(&name, root.digest())?;
+    }
     Ok(PullReport {
         reference: name,
         manifest_digest: root.digest().to_string(),
@@ -188,6 +198,23 @@ pub async fn pull(
         bytes_present,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Whether the tag cache resolved `name` within `ttl` to what the store's ref holds,
+/// and the store holds that image whole.
+fn cache_is_fresh(
+    store: &Store,
+    tags: &TagCache,
+    name: &str,
+    ttl: std::time::Duration,
+) -> Result<bool, PullError> {
+    let Some(digest) = tags.get(name, ttl) else {
+        return Ok(false);
+    };
+    match store.resolve_ref(name)? {
+        Some(descriptor) if descriptor.digest() == &digest => Ok(store.is_complete(&descriptor)?),
+        _ => Ok(false),
+    }
 }
 
 /// Asks the registry (or the store, for a digest it already holds) for the manifest
@@ -328,11 +355,13 @@ async fn fetch_all(
                     .iter()
                     .map(|r| r.end - r.start)
                     .sum::<u64>();
+            tracing::info!(%digest, size, resumed, "fetching");
             progress.blob_started(&digest, size, resumed);
             let on_bytes = |n: u64| progress.blob_bytes(&digest, n);
             client
                 .fetch_blob(&reference, &descriptor, ingest, &blob_options, &on_bytes)
                 .await?;
+            tracing::info!(%digest, "stored");
             progress.blob_finished(&digest);
             Ok((1, size - resumed, 0))
         });

@@ -130,3 +130,29 @@ pub fn ls(store: &Store, out: &Output) -> anyhow::Result<ExitCode> {
         .collect::<Vec<_>>()));
     Ok(ExitCode::SUCCESS)
 }
+
+pub fn inspect(store: &Store, name: &str, out: &Output) -> anyhow::Result<ExitCode> {
+    let info = stowage::inspect::inspect(store, name)?;
+    out.line(format!(
+        "{} {} ({})",
+        info.reference, info.digest, info.media_type
+    ));
+    out.line(format!("platforms: {}", info.platforms.join(", ")));
+    for layer in &info.layers {
+        out.line(format!(
+            "  {} {} {}",
+            layer.digest,
+            HumanBytes(layer.size),
+            layer.media_type
+        ));
+    }
+    if !info.layers.is_empty() {
+        out.line(format!("size: {}", HumanBytes(info.size)));
+        out.line(format!(
+            "entrypoint: {:?} cmd: {:?}",
+            info.entrypoint, info.cmd
+        ));
+    }
+    out.json(serde_json::to_value(&info)?);
+    Ok(ExitCode::SUCCESS)
+}

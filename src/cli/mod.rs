@@ -52,6 +52,11 @@ enum Command {
     Du,
     /// List the images in the store.
     Ls,
+    /// Show a stored image: platform, layers, entrypoint (no network).
+    Inspect {
+        /// The image's name in the store (as `ls` shows it).
+        name: String,
+    },
 }
 
 impl Cli {
@@ -132,6 +137,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gc(args) => maintain::gc(&store, args, &out),
         Command::Du => maintain::du(&store, &out),
         Command::Ls => maintain::ls(&store, &out),
+        Command::Inspect { name } => maintain::inspect(&store, name, &out),
     }
 }
 

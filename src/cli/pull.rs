@@ -13,7 +13,7 @@ use stowage::platform::Platform;
 use stowage::progress::{ProgressReporter, Silent, TerminalProgress};
 use stowage::pull::{pull as pull_image, PullOptions};
 use stowage::reference::Reference;
-use stowage::registry::{Client, ClientConfig, Credentials, Secret};
+use stowage::registry::{Client, ClientConfig, Credentials, RetryPolicy, Secret};
 use stowage::store::{parse_digest, Store};
 
 use super::Output;
@@ -36,6 +36,10 @@ pub struct RegistryArgs {
     /// Blob downloads in flight at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Attempts per request on 429, 5xx and dropped connections (backoff doubles from
+    /// 200 ms and honours Retry-After, each wait at most 30 s).
+    #[arg(long, default_value_t = 6)]
+    retries: u32,
 }
 
 impl RegistryArgs {
@@ -60,7 +64,10 @@ impl RegistryArgs {
             ca_certs: self.ca_cert.clone(),
             credentials,
             concurrency: self.concurrency,
-            ..ClientConfig::default()
+            retry: RetryPolicy {
+                attempts: self.retries.max(1),
+                ..RetryPolicy::default()
+            },
         };
         Ok(Arc::new(Client::new(config)?))
     }
@@ -82,6 +89,10 @@ pub struct PullArgs {
     /// Use only the store; fail if the image is not there.
     #[arg(long)]
     offline: bool,
+    /// Seconds a tag's last resolution is trusted when the image is all in the store
+    /// (0: ask the registry every time).
+    #[arg(long, default_value_t = 0)]
+    ttl: u64,
     /// Blobs at least this many bytes are fetched as parallel byte ranges.
     #[arg(long, default_value_t = 16 << 20)]
     split_threshold: u64,
@@ -94,6 +105,7 @@ pub fn pull(store: &Store, args: &PullArgs, out: &Output) -> anyhow::Result<Exit
     let mut options = PullOptions {
         all_platforms: args.all_platforms,
         offline: args.offline,
+        ttl: std::time::Duration::from_secs(args.ttl),
         expected_digest: args.digest.as_deref().map(parse_digest).transpose()?,
         ..PullOptions::default()
     };

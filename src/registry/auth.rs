@@ -68,7 +68,10 @@ type Slot = Arc<tokio::sync::Mutex<Option<Token>>>;
 /// Credentials and cached tokens for every registry this process talks to.
 #[derive(Default)]
 pub struct Auth {
-    credentials: HashMap<String, Credentials>,
+    /// Given on the command line or by the caller; these win.
+    explicit: HashMap<String, Credentials>,
+    /// Looked up in auth.json / config.json the first time a registry asks.
+    stored: Mutex<HashMap<String, Option<Credentials>>>,
     slots: Mutex<HashMap<(String, String), Slot>>,
 }
 
@@ -80,11 +83,35 @@ struct TokenResponse {
 }
 
 impl Auth {
-    pub fn new(credentials: HashMap<String, Credentials>) -> Self {
+    pub fn new(explicit: HashMap<String, Credentials>) -> Self {
         Self {
-            credentials,
-            slots: Mutex::default(),
+            explicit,
+            ..Self::default()
         }
+    }
+
+    /// The credentials for `registry`: explicit ones, else stored ones (looked up once).
+    async fn credentials(&self, registry: &str) -> Option<Credentials> {
+        if let Some(explicit) = self.explicit.get(registry) {
+            return Some(explicit.clone());
+        }
+        if let Some(known) = self
+            .stored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(registry)
+        {
+            return known.clone();
+        }
+        let host = registry.to_string();
+        let found = tokio::task::spawn_blocking(move || super::credentials::lookup(&host))
+            .await
+            .unwrap_or(None);
+        self.stored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(registry.to_string(), found.clone());
+        found
     }
 
     fn slot(&self, registry: &str, scope: &str) -> Slot {
@@ -124,7 +151,8 @@ impl Auth {
             .ok_or_else(|| fail("HTTP 401 without a WWW-Authenticate challenge".into()))?;
         let challenges = http_auth::parse_challenges(challenge)
             .map_err(|e| fail(format!("unreadable WWW-Authenticate header: {e}")))?;
-        let credentials = self.credentials.get(registry);
+        let credentials = self.credentials(registry).await;
+        let credentials = credentials.as_ref();
         if let Some(bearer) = challenges
             .iter()
             .find(|c| c.scheme.eq_ignore_ascii_case("bearer"))

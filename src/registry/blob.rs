@@ -163,7 +163,7 @@ impl Client {
         let host = reference.api_host();
         let url = format!(
             "{}/v2/{}/blobs/{digest}",
-            self.base_url(host),
+            self.base_url(host).await,
             reference.repository
         );
         let whole = want == (0..size);

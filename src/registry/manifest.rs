@@ -94,7 +94,7 @@ impl Client {
         let host = reference.api_host();
         let url = format!(
             "{}/v2/{}/manifests/{target}",
-            self.base_url(host),
+            self.base_url(host).await,
             reference.repository
         );
         let mut headers = HeaderMap::new();

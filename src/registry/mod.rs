@@ -4,13 +4,15 @@
 
 mod auth;
 mod blob;
+mod credentials;
 mod error;
 mod manifest;
 mod retry;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
@@ -25,7 +27,8 @@ pub use retry::RetryPolicy;
 /// How to reach registries.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Registries (host[:port]) to talk to over plain HTTP. Loopback hosts always are.
+    /// Registries (host[:port]) that may be reached over plain HTTP when they do not
+    /// speak TLS. Loopback hosts always may.
     pub insecure: Vec<String>,
     /// Extra CA certificates (PEM) to trust besides the system roots.
     pub ca_certs: Vec<PathBuf>,
@@ -54,6 +57,8 @@ pub struct Client {
     auth: auth::Auth,
     retry: RetryPolicy,
     insecure: HashSet<String>,
+    /// The scheme each host was found to speak.
+    schemes: Mutex<HashMap<String, &'static str>>,
     downloads: Arc<Semaphore>,
 }
 
@@ -83,18 +88,65 @@ impl Client {
             auth: auth::Auth::new(config.credentials),
             retry: config.retry,
             insecure: config.insecure.into_iter().collect(),
+            schemes: Mutex::default(),
             downloads: Arc::new(Semaphore::new(config.concurrency.max(1))),
         })
     }
 
-    /// `http://` for loopback and insecure registries, `https://` for the rest.
-    pub fn base_url(&self, host: &str) -> String {
-        let scheme = if self.insecure.contains(host) || is_loopback(host) {
-            "http"
-        } else {
-            "https"
+    /// `https://` for every registry, except loopback and insecure ones that do not
+    /// speak TLS (probed once per host, as docker does): those get `http://`.
+    pub async fn base_url(&self, host: &str) -> String {
+        let known = self
+            .schemes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(host)
+            .copied();
+        let scheme = match known {
+            Some(scheme) => scheme,
+            None => {
+                let scheme = if self.insecure.contains(host) || is_loopback(host) {
+                    self.probe_tls(host).await
+                } else {
+                    "https"
+                };
+                self.schemes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(host.to_string(), scheme);
+                scheme
+            }
         };
         format!("{scheme}://{host}")
+    }
+
+    /// Whether a host answers TLS. A certificate we do not trust still means TLS: the
+    /// request then fails with that certificate error rather than falling back.
+    async fn probe_tls(&self, host: &str) -> &'static str {
+        let url = format!("https://{host}/v2/");
+        match self
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+        {
+            Ok(_) => "https",
+            Err(e) => {
+                let mut source: Option<&dyn std::error::Error> = Some(&e);
+                let mut certificate = false;
+                while let Some(err) = source {
+                    certificate |= err.to_string().to_lowercase().contains("certificate");
+                    source = err.source();
+                }
+                if certificate {
+                    "https"
+                } else {
+                    tracing::debug!(host, "no TLS; using plain HTTP");
+                    "http"
+                }
+            }
+        }
     }
 
     /// The bound on concurrent blob downloads.
