@@ -2,5 +2,7 @@
 //! Each test file includes it with `mod support;`.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod fixtures;
+pub mod push;
 pub mod registry;
