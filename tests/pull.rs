@@ -184,6 +184,27 @@ fn cold_then_warm_then_a_sibling_fetches_only_new_layers() {
     let oci = format!("oci:{}:{name}", env.store().display());
     let inspected = skopeo_json(&["inspect", &oci]);
     assert_eq!(inspected["Digest"], b.descriptor.digest().to_string());
+    // ...and so does podman: the image ID it reports is the config's digest. (podman
+    // names the image after the layout's path, which must be lowercase.)
+    let lower = std::env::temp_dir().join(format!("stowage-podman-{}", std::process::id()));
+    let _ = std::fs::remove_file(&lower);
+    std::os::unix::fs::symlink(env.store(), &lower).unwrap();
+    let oci = format!("oci:{}:{name}", lower.display());
+    let podman = env.dir.path().join("podman");
+    let root = podman.join("root");
+    let runroot = podman.join("run");
+    let output = Command::new("podman")
+        .arg("--root")
+        .arg(&root)
+        .arg("--runroot")
+        .arg(&runroot)
+        .args(["--storage-driver", "vfs", "pull", "-q", &oci])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "podman: {}", stderr(&output));
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    std::fs::remove_file(&lower).unwrap();
+    assert_eq!(id, b.config.digest().digest());
     assert!(env.stowage(&["verify"]).status.success());
 }
 
