@@ -46,9 +46,10 @@ pub enum Credentials {
 impl Credentials {
     fn basic_header(&self) -> Option<String> {
         match self {
-            Self::Basic { username, password } => Some(format!(
-                "Basic {}",
-                http_auth::basic::encode_credentials(username, password.expose())
+            // `encode_credentials` returns the whole header value, "Basic " included.
+            Self::Basic { username, password } => Some(http_auth::basic::encode_credentials(
+                username,
+                password.expose(),
             )),
             Self::IdentityToken(_) => None,
         }
@@ -264,4 +265,21 @@ async fn fetch_token(
         header: format!("Bearer {token}"),
         expires: started + lifetime - Duration::from_secs(5),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Credentials, Secret};
+
+    #[test]
+    fn basic_header_is_one_scheme_then_base64_of_user_colon_password() {
+        let creds = Credentials::Basic {
+            username: "Aladdin".into(),
+            password: Secret::new("open sesame"),
+        };
+        assert_eq!(
+            creds.basic_header().as_deref(),
+            Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")
+        );
+    }
 }

@@ -133,13 +133,7 @@ impl Client {
         {
             Ok(_) => "https",
             Err(e) => {
-                let mut source: Option<&dyn std::error::Error> = Some(&e);
-                let mut certificate = false;
-                while let Some(err) = source {
-                    certificate |= err.to_string().to_lowercase().contains("certificate");
-                    source = err.source();
-                }
-                if certificate {
+                if is_certificate_error(&e) {
                     "https"
                 } else {
                     tracing::debug!(host, "no TLS; using plain HTTP");
@@ -176,7 +170,12 @@ impl Client {
             }
             let response = match request.send().await {
                 Ok(response) => response,
-                Err(e) if attempt < self.retry.attempts && !e.is_builder() => {
+                // A certificate we do not trust will not become trusted by waiting.
+                Err(e)
+                    if attempt < self.retry.attempts
+                        && !e.is_builder()
+                        && !is_certificate_error(&e) =>
+                {
                     let wait = self.retry.delay(attempt, None);
                     tracing::debug!(url, attempt, ?wait, "request failed, retrying: {e}");
                     tokio::time::sleep(wait).await;
@@ -239,6 +238,19 @@ impl Client {
             return Ok(response);
         }
     }
+}
+
+/// Whether a request failed on the server's TLS certificate (untrusted, expired, for
+/// another name): rustls says "certificate" somewhere in the error's chain.
+fn is_certificate_error(error: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(err) = source {
+        if err.to_string().to_lowercase().contains("certificate") {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Whether a registry host is on this machine (plain HTTP is allowed there).
