@@ -2,7 +2,12 @@
 //! Each test file includes it with `mod support;`.
 #![allow(dead_code)]
 
-pub mod auth;
+pub mod auth_client;
 pub mod fixtures;
+pub mod http_head;
+pub mod jwt;
 pub mod push;
 pub mod registry;
+pub mod tls;
+pub mod token_issuer;
+pub mod workspace;
