@@ -5,10 +5,18 @@
 
 pub use stowage_store as store;
 
+mod bvlock;
+pub mod expect;
 pub mod inspect;
+pub mod layers;
+pub mod lockfile;
+pub mod lockverify;
+pub mod pin;
 pub mod platform;
 pub mod progress;
 pub mod pull;
 pub mod reference;
 pub mod registry;
+pub mod sync;
 pub mod tagcache;
+pub mod verified;

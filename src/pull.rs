@@ -8,6 +8,7 @@ use oci_spec::image::{Descriptor, ImageManifest};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use crate::expect::{Expectations, Mismatch};
 use crate::platform::Platform;
 use crate::progress::ProgressReporter;
 use crate::reference::Reference;
@@ -21,9 +22,9 @@ pub struct PullOptions {
     pub platform: Platform,
     /// Keep the whole index and every platform's image.
     pub all_platforms: bool,
-    /// Fail unless the registry's manifest (the index or the chosen platform's) has
-    /// this digest.
-    pub expected_digest: Option<Digest>,
+    /// What the image must be (a pinned digest, pinned layers); on a mismatch
+    /// nothing is fetched or recorded.
+    pub expect: Expectations,
     /// Use only the store; fail if the image is not all there.
     pub offline: bool,
     /// Trust a tag's cached resolution this long when the store holds the image whole;
@@ -37,7 +38,7 @@ impl Default for PullOptions {
         Self {
             platform: Platform::host(),
             all_platforms: false,
-            expected_digest: None,
+            expect: Expectations::default(),
             offline: false,
             ttl: std::time::Duration::ZERO,
             blobs: BlobOptions::default(),
@@ -68,12 +69,8 @@ pub enum PullError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{reference}: the registry's manifest is {actual}, expected {expected}; nothing was recorded")]
-    DigestMismatch {
-        reference: String,
-        expected: Digest,
-        actual: String,
-    },
+    #[error("{0}; nothing was recorded")]
+    Mismatch(Mismatch),
     #[error("{reference} is not in the store (offline: nothing was fetched){detail}")]
     NotLocal { reference: String, detail: String },
 }
@@ -107,28 +104,27 @@ pub async fn pull(
     } else {
         resolve(&client, store, reference, options).await?
     };
-    if let Some(expected) = &options.expected_digest {
-        let matches = resolved
-            .index
-            .as_ref()
-            .is_some_and(|i| &i.digest == expected)
-            || resolved
-                .images
-                .iter()
-                .any(|(m, _, _)| &m.digest == expected);
-        if !matches {
-            let actual = resolved
-                .index
-                .iter()
-                .map(|i| i.digest.to_string())
-                .chain(resolved.images.iter().map(|(m, _, _)| m.digest.to_string()))
-                .collect::<Vec<_>>()
-                .join(" / ");
-            return Err(PullError::DigestMismatch {
-                reference: reference.to_string(),
-                expected: expected.clone(),
-                actual,
-            });
+    if !options.expect.is_empty() {
+        let index = resolved.index.as_ref().map(|i| &i.digest);
+        let found_in = if options.offline || cached {
+            "the store"
+        } else {
+            "the registry"
+        };
+        let checked = resolved.images.iter().map(|(fetched, manifest, _)| {
+            options
+                .expect
+                .check(&name, found_in, index, &fetched.digest, manifest)
+        });
+        // With every platform kept, one of them must match.
+        let mut first_error = None;
+        if !checked
+            .into_iter()
+            .any(|r| r.map_err(|e| first_error.get_or_insert(e).clone()).is_ok())
+        {
+            return Err(PullError::Mismatch(
+                first_error.expect("at least one image"),
+            ));
         }
     }
 
@@ -414,7 +410,7 @@ pub async fn resolve_digest(
 }
 
 /// The entry of `index` for `platform`, or an error listing the platforms it has.
-fn choose_platform<'i>(
+pub(crate) fn choose_platform<'i>(
     index: &'i oci_spec::image::ImageIndex,
     platform: &Platform,
     reference: &Reference,

@@ -13,6 +13,10 @@ use super::Output;
 pub struct VerifyArgs {
     /// Check only these blobs (default: every blob in the store).
     digests: Vec<String>,
+    /// Check the store against this lockfile (stowage.lock or bv.lock) instead: every
+    /// pinned blob present and intact, layers as pinned, diff_ids as the configs say.
+    #[arg(long, value_name = "LOCKFILE", conflicts_with = "digests")]
+    lock: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -23,6 +27,9 @@ pub struct GcArgs {
 }
 
 pub fn verify(store: &Store, args: &VerifyArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    if let Some(lockfile) = &args.lock {
+        return verify_lock(store, lockfile, out);
+    }
     let only = args
         .digests
         .iter()
@@ -155,4 +162,32 @@ pub fn inspect(store: &Store, name: &str, out: &Output) -> anyhow::Result<ExitCo
     }
     out.json(serde_json::to_value(&info)?);
     Ok(ExitCode::SUCCESS)
+}
+
+fn verify_lock(
+    store: &Store,
+    lockfile: &std::path::Path,
+    out: &Output,
+) -> anyhow::Result<ExitCode> {
+    let pins = stowage::lockfile::read_pins(lockfile)?;
+    let report = stowage::lockverify::verify_lock(store, &pins)?;
+    for problem in &report.problems {
+        out.problem(format!("{}: {}", problem.image, problem.detail));
+    }
+    for note in &report.unchecked {
+        out.line(format!("not checked: {}: {}", note.image, note.detail));
+    }
+    out.line(format!(
+        "{} images, {} blobs ({}) re-hashed: {} problems",
+        report.images,
+        report.blobs_checked,
+        HumanBytes(report.bytes_checked),
+        report.problems.len()
+    ));
+    out.json(serde_json::to_value(&report)?);
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -2,6 +2,7 @@
 //! layer only parses, prints (human lines or `--json`), and picks the exit status.
 
 mod blobs;
+mod lockfile;
 mod maintain;
 mod pull;
 
@@ -42,6 +43,10 @@ enum Command {
     Pull(pull::PullArgs),
     /// Print the manifest digest a reference resolves to (asks the registry).
     Resolve(pull::ResolveArgs),
+    /// Pin images (platform manifest and every layer) in a lockfile.
+    Lock(lockfile::LockArgs),
+    /// Make the store hold everything a lockfile (stowage.lock or bv.lock) pins.
+    Sync(lockfile::SyncArgs),
     /// Add a blob from a file or stdin, checked against its expected digest and size.
     Ingest(blobs::IngestArgs),
     /// Re-hash stored blobs, quarantine corrupt ones, and report what refs lack.
@@ -126,12 +131,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         quiet: cli.quiet,
     };
     let store = cli.open_store()?;
-    if let Command::Resolve(args) = &cli.command {
-        return pull::resolve(args, &out);
+    match &cli.command {
+        Command::Resolve(args) => return pull::resolve(args, &out),
+        Command::Lock(args) => return lockfile::lock(args, &out),
+        _ => {}
     }
     match &cli.command {
         Command::Pull(args) => pull::pull(&store, args, &out),
-        Command::Resolve(_) => unreachable!("handled above, without a store"),
+        Command::Resolve(_) | Command::Lock(_) => unreachable!("handled above, without a store"),
+        Command::Sync(args) => lockfile::sync(&store, args, &out),
         Command::Ingest(args) => blobs::ingest(&store, args, &out),
         Command::Verify(args) => maintain::verify(&store, args, &out),
         Command::Gc(args) => maintain::gc(&store, args, &out),

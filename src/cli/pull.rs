@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
+use stowage::expect::Expectations;
 use stowage::platform::Platform;
 use stowage::progress::{ProgressReporter, Silent, TerminalProgress};
 use stowage::pull::{pull as pull_image, PullOptions};
@@ -43,7 +44,8 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn client(&self, registry: &str) -> anyhow::Result<Arc<Client>> {
+    /// A client; `--username` credentials apply to each of `registries`.
+    pub fn client(&self, registries: &[&str]) -> anyhow::Result<Arc<Client>> {
         let mut credentials = HashMap::new();
         if let Some(username) = &self.username {
             let mut password = String::new();
@@ -51,13 +53,15 @@ impl RegistryArgs {
                 .read_to_string(&mut password)
                 .context("reading the password from stdin")?;
             let password = password.trim_end_matches(['\n', '\r']).to_string();
-            credentials.insert(
-                registry.to_string(),
-                Credentials::Basic {
-                    username: username.clone(),
-                    password: Secret::new(password),
-                },
-            );
+            for registry in registries {
+                credentials.insert(
+                    registry.to_string(),
+                    Credentials::Basic {
+                        username: username.clone(),
+                        password: Secret::new(password.clone()),
+                    },
+                );
+            }
         }
         let config = ClientConfig {
             insecure: self.insecure.clone(),
@@ -106,14 +110,17 @@ pub fn pull(store: &Store, args: &PullArgs, out: &Output) -> anyhow::Result<Exit
         all_platforms: args.all_platforms,
         offline: args.offline,
         ttl: std::time::Duration::from_secs(args.ttl),
-        expected_digest: args.digest.as_deref().map(parse_digest).transpose()?,
+        expect: Expectations {
+            digest: args.digest.as_deref().map(parse_digest).transpose()?,
+            ..Expectations::default()
+        },
         ..PullOptions::default()
     };
     if let Some(platform) = &args.platform {
         options.platform = platform.clone();
     }
     options.blobs.split_threshold = args.split_threshold;
-    let client = args.registry.client(&reference.registry)?;
+    let client = args.registry.client(&[&reference.registry])?;
     let progress: Arc<dyn ProgressReporter> =
         if out.interactive() && std::io::stderr().is_terminal() {
             Arc::new(TerminalProgress::default())
@@ -148,7 +155,7 @@ pub struct ResolveArgs {
 
 pub fn resolve(args: &ResolveArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let reference: Reference = args.reference.parse()?;
-    let client = args.registry.client(&reference.registry)?;
+    let client = args.registry.client(&[&reference.registry])?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let resolved = runtime()?.block_on(stowage::pull::resolve_digest(
         &client, &reference, &platform,
@@ -163,9 +170,18 @@ pub fn resolve(args: &ResolveArgs, out: &Output) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+/// Bars on a terminal; nothing on a pipe, with `--json` or with `-q`.
+pub fn progress_for(out: &Output) -> Arc<dyn ProgressReporter> {
+    if out.interactive() && std::io::stderr().is_terminal() {
+        Arc::new(TerminalProgress::default())
+    } else {
+        Arc::new(Silent)
+    }
 }

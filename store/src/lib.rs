@@ -193,8 +193,14 @@ impl Store {
     /// Whether the store holds everything `descriptor` needs: the manifest (or index),
     /// every child manifest, config and layer. A ref alone proves nothing.
     pub fn is_complete(&self, descriptor: &Descriptor) -> Result<bool, StoreError> {
+        Ok(self.missing(descriptor)?.is_empty())
+    }
+
+    /// The blobs `descriptor` needs that the store lacks (children of a missing
+    /// manifest cannot be known and are not listed).
+    pub fn missing(&self, descriptor: &Descriptor) -> Result<Vec<Digest>, StoreError> {
         let reach = graph::reach(self, vec![("check".into(), descriptor.clone())])?;
-        Ok(reach.missing.is_empty())
+        Ok(reach.missing.into_iter().map(|m| m.digest).collect())
     }
 
     /// A file for stowage's own rebuildable state (caches), under `stowage/`.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use stowage_faultproxy::{Faults, Proxy};
 use support::client::{get, request, Session};
-use support::registry::{pattern, push_blob, Registry};
+use support::registry::{pattern, push_blob, split_url, Registry};
 
 /// A registry holding one blob of `len` bytes in repository `t`, and a proxy to it.
 fn setup(len: usize, faults: Faults) -> (Registry, Proxy, Vec<u8>, String) {
@@ -148,6 +148,38 @@ fn uploads_go_through_the_proxy() {
     assert_eq!((direct.status, direct.body == data), (200, true));
     let methods: Vec<_> = proxy.log().iter().map(|r| r.method.clone()).collect();
     assert_eq!(methods, ["POST", "PUT"]);
+
+    // The chunked upload skopeo and containerd do: POST, PATCH with a chunked body
+    // (and `Expect: 100-continue`, as curl sends), then an empty PUT with the digest.
+    let addr = proxy.addr();
+    let data = pattern(2 << 20);
+    let digest = support::registry::digest(&data);
+    let post = request(&addr, "POST", "/v2/chunked/blobs/uploads/", &[], Vec::new());
+    let (_, path) = split_url(post.header("location").unwrap());
+    let chunked = [
+        ("transfer-encoding", "chunked"),
+        ("expect", "100-continue"),
+        ("content-type", "application/octet-stream"),
+    ];
+    let patch = request(&addr, "PATCH", path, &chunked, data.clone());
+    assert_eq!(patch.status, 202, "{patch:?}");
+    assert_eq!(patch.header("range"), Some("0-2097151"));
+    let (host, path) = split_url(patch.header("location").unwrap());
+    assert_eq!(host, addr);
+    let put = request(
+        &addr,
+        "PUT",
+        &format!("{path}&digest={digest}"),
+        &[],
+        Vec::new(),
+    );
+    assert_eq!(put.status, 201, "{put:?}");
+    let direct = get(
+        &registry.addr(),
+        &format!("/v2/chunked/blobs/{digest}"),
+        None,
+    );
+    assert!(direct.body == data);
 }
 
 #[test]

@@ -1,0 +1,149 @@
+//! `stowage lock` and `stowage sync`: pin images in a lockfile, then make the store
+//! hold them (or, offline, say what it lacks).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+use stowage::lockfile::{read_lockfile, read_pins, Lockfile};
+use stowage::platform::Platform;
+use stowage::pull::PullOptions;
+use stowage::reference::Reference;
+use stowage::store::Store;
+
+use super::pull::{progress_for, runtime, RegistryArgs};
+use super::Output;
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// Images to pin ([registry/]repository[:tag]); with --update and none given,
+    /// every image already in the lockfile.
+    references: Vec<String>,
+    /// The lockfile to write (kept as it is for images already pinned, unless --update).
+    #[arg(short, long, default_value = "stowage.lock")]
+    output: PathBuf,
+    /// Resolve pinned images again and report which tags moved.
+    #[arg(long)]
+    update: bool,
+    /// The platform to pin (os/arch[/variant]); default: this machine's.
+    #[arg(long)]
+    platform: Option<Platform>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+pub fn lock(args: &LockArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let references = args
+        .references
+        .iter()
+        .map(|r| r.parse::<Reference>())
+        .collect::<Result<Vec<_>, _>>()?;
+    anyhow::ensure!(
+        !references.is_empty() || args.update,
+        "name the images to lock, or use --update to re-resolve the lockfile's"
+    );
+    let mut lockfile = if args.output.exists() {
+        read_lockfile(&args.output)?
+    } else {
+        Lockfile::new()
+    };
+    let mut registries: Vec<String> = references.iter().map(|r| r.registry.clone()).collect();
+    registries.extend(
+        lockfile
+            .images
+            .iter()
+            .filter_map(|i| i.reference.parse::<Reference>().ok())
+            .map(|r| r.registry),
+    );
+    let registries: Vec<&str> = registries.iter().map(String::as_str).collect();
+    let client = args.registry.client(&registries)?;
+    let platform = args.platform.clone().unwrap_or_else(Platform::host);
+    let moved = runtime()?.block_on(stowage::pin::lock(
+        &client,
+        &mut lockfile,
+        &references,
+        args.update,
+        &platform,
+    ))?;
+    lockfile.write(&args.output)?;
+    for m in &moved {
+        out.line(format!("moved: {} {} -> {}", m.reference, m.from, m.to));
+    }
+    out.line(format!(
+        "{}: {} images pinned, {} moved",
+        args.output.display(),
+        lockfile.images.len(),
+        moved.len()
+    ));
+    out.json(json!({
+        "lockfile": args.output,
+        "images": lockfile.images.len(),
+        "moved": moved.iter().map(|m| json!({"reference": m.reference, "from": m.from, "to": m.to})).collect::<Vec<_>>(),
+    }));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The lockfile: stowage.lock or bv.lock.
+    #[arg(default_value = "stowage.lock")]
+    lockfile: PathBuf,
+    /// Fetch nothing; list what the store lacks.
+    #[arg(long)]
+    offline: bool,
+    /// Seconds a tag's last resolution is trusted when its image is all in the store
+    /// (0: ask the registry every time, so a moved tag is seen at once).
+    #[arg(long, default_value_t = 0)]
+    ttl: u64,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+pub fn sync(store: &Store, args: &SyncArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let pins = read_pins(&args.lockfile)?;
+    let registries: Vec<String> = pins
+        .iter()
+        .filter_map(|p| p.reference.parse::<Reference>().ok())
+        .map(|r| r.registry)
+        .collect();
+    let registries: Vec<&str> = registries.iter().map(String::as_str).collect();
+    let client = args.registry.client(&registries)?;
+    let options = PullOptions {
+        offline: args.offline,
+        ttl: std::time::Duration::from_secs(args.ttl),
+        ..PullOptions::default()
+    };
+    let report = runtime().context("sync")?.block_on(stowage::sync::sync(
+        client,
+        store,
+        &pins,
+        &options,
+        progress_for(out),
+    ));
+    for image in &report.images {
+        let detail = image
+            .detail
+            .as_deref()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        let line = format!("{} {}{detail}", image.status, image.name);
+        if image.status == "failed" || image.status == "missing" {
+            out.problem(line);
+        } else {
+            out.line(line);
+        }
+    }
+    out.line(format!(
+        "{} images, {} fetched",
+        report.images.len(),
+        indicatif::HumanBytes(report.bytes_fetched)
+    ));
+    out.json(serde_json::to_value(&report)?);
+    Ok(if report.is_complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

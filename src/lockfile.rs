@@ -1,0 +1,210 @@
+//! Lockfiles: `stowage.lock` (stowage's own, written by `lock`) and `bv.lock` (the
+//! environment tool's, read as it is). Both become a list of [`Pin`]s: an image
+//! pinned by manifest digest with every layer pinned by digest and size.
+//!
+//! Layer pins are digests of the compressed blobs, checked against the manifest and
+//! the bytes fetched; they are never compared with the config's diff_ids.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{parse_digest, write_atomic, Digest, StoreError};
+
+/// The only `stowage.lock` / `bv.lock` format version this stowage reads and writes.
+pub const LOCK_VERSION: u32 = 1;
+
+/// Whether an image is ordinary or factored (one layer per conda package).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageKind {
+    Oci,
+    FactoredOci,
+}
+
+/// One layer pinned by the digest and size of its (compressed) blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedLayer {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    /// `name-version-build` of the conda package a factored layer holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+}
+
+/// One image in `stowage.lock`. Field order is the file's key order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedImage {
+    pub reference: String,
+    /// The platform manifest's digest.
+    pub digest: String,
+    pub platform: String,
+    pub kind: ImageKind,
+    #[serde(rename = "layer", default)]
+    pub layers: Vec<LockedLayer>,
+}
+
+/// `stowage.lock`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lockfile {
+    pub version: u32,
+    #[serde(rename = "image", default)]
+    pub images: Vec<LockedImage>,
+}
+
+/// A pinned image, whichever lockfile it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// What the lockfile calls it (a reference, or a bv tool id and its reference).
+    pub name: String,
+    pub reference: String,
+    /// The manifest digest the registry must serve (a platform manifest, or for bv an
+    /// index whose platform child `manifest` then pins).
+    pub digest: Digest,
+    /// The platform manifest's digest when `digest` may be an index's (bv.lock).
+    pub manifest: Option<Digest>,
+    pub platform: Option<String>,
+    pub kind: ImageKind,
+    pub layers: Vec<LayerPin>,
+}
+
+/// A pinned layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerPin {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub package: Option<String>,
+}
+
+/// Why a lockfile could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LockfileError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a valid lockfile: {detail}", path.display())]
+    Malformed { path: PathBuf, detail: String },
+    #[error("{}: lockfile format version {found} is not supported (this stowage reads version {LOCK_VERSION}; upgrade stowage)", path.display())]
+    UnsupportedVersion { path: PathBuf, found: i64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Lockfile {
+    /// An empty lockfile of the current version.
+    pub fn new() -> Self {
+        Self {
+            version: LOCK_VERSION,
+            images: Vec::new(),
+        }
+    }
+
+    /// The file's text: images sorted by reference, so diffs stay small.
+    pub fn to_toml(&self) -> String {
+        let mut sorted = self.clone();
+        sorted.images.sort_by(|a, b| a.reference.cmp(&b.reference));
+        toml::to_string(&sorted).expect("a lockfile serialises")
+    }
+
+    /// Writes the file atomically (temp file, fsync, rename).
+    pub fn write(&self, path: &Path) -> Result<(), LockfileError> {
+        let path = match path.parent() {
+            Some(dir) if dir.as_os_str().is_empty() => Path::new(".").join(path),
+            _ => path.to_path_buf(),
+        };
+        Ok(write_atomic(&path, self.to_toml().as_bytes())?)
+    }
+
+    /// The pins of every image.
+    pub fn pins(&self) -> Result<Vec<Pin>, StoreError> {
+        self.images
+            .iter()
+            .map(|image| {
+                Ok(Pin {
+                    name: image.reference.clone(),
+                    reference: image.reference.clone(),
+                    digest: parse_digest(&image.digest)?,
+                    manifest: None,
+                    platform: Some(image.platform.clone()),
+                    kind: image.kind,
+                    layers: image
+                        .layers
+                        .iter()
+                        .map(|l| {
+                            Ok(LayerPin {
+                                digest: parse_digest(&l.digest)?,
+                                size: l.size,
+                                media_type: l.media_type.clone(),
+                                package: l.package.clone(),
+                            })
+                        })
+                        .collect::<Result<_, StoreError>>()?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Default for Lockfile {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Reads `stowage.lock` or `bv.lock` (told apart by their tables) into pins.
+pub fn read_pins(path: &Path) -> Result<Vec<Pin>, LockfileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LockfileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let malformed = |detail: String| LockfileError::Malformed {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let value: toml::Table = toml::from_str(&text).map_err(|e| malformed(e.to_string()))?;
+    match value.get("version").and_then(toml::Value::as_integer) {
+        Some(v) if v == LOCK_VERSION as i64 => {}
+        Some(found) => {
+            return Err(LockfileError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found,
+            })
+        }
+        None => return Err(malformed("no integer `version` key".into())),
+    }
+    if value.contains_key("tools") {
+        let bv: crate::bvlock::BvLock =
+            toml::from_str(&text).map_err(|e| malformed(e.to_string()))?;
+        return bv.pins().map_err(|e| malformed(e.to_string()));
+    }
+    let lockfile = read(path, &text)?;
+    lockfile.pins().map_err(|e| malformed(e.to_string()))
+}
+
+/// Reads `stowage.lock` itself (for `lock`, which rewrites it).
+pub fn read_lockfile(path: &Path) -> Result<Lockfile, LockfileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LockfileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    read(path, &text)
+}
+
+fn read(path: &Path, text: &str) -> Result<Lockfile, LockfileError> {
+    let lockfile: Lockfile = toml::from_str(text).map_err(|e| LockfileError::Malformed {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    if lockfile.version != LOCK_VERSION {
+        return Err(LockfileError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: lockfile.version as i64,
+        });
+    }
+    Ok(lockfile)
+}

@@ -1,0 +1,142 @@
+//! `lock`: resolve references to what they are now on the registry and pin them,
+//! platform manifest and every layer, in a [`Lockfile`].
+
+use oci_spec::image::ImageManifest;
+
+use crate::lockfile::{ImageKind, LockedImage, LockedLayer, Lockfile};
+use crate::platform::Platform;
+use crate::pull::PullError;
+use crate::reference::Reference;
+use crate::registry::{Client, ManifestKind, RegistryError};
+
+/// The annotation a factored layer names its conda package with.
+pub const CONDA_NAME: &str = "org.conda.package.name";
+
+/// A tag that resolves to another manifest than the lockfile pinned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub reference: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// Pins `references` into `lockfile`. An image already pinned keeps its pin unless
+/// `update`; with `update` (and no references given) every pinned image is resolved
+/// again. Returns the tags that moved.
+pub async fn lock(
+    client: &Client,
+    lockfile: &mut Lockfile,
+    references: &[Reference],
+    update: bool,
+    platform: &Platform,
+) -> Result<Vec<Moved>, PullError> {
+    let mut wanted: Vec<Reference> = references.to_vec();
+    if update && wanted.is_empty() {
+        for image in &lockfile.images {
+            wanted.push(image.reference.parse().map_err(
+                |e: crate::reference::ReferenceError| RegistryError::BadManifest {
+                    reference: image.reference.clone(),
+                    detail: e.to_string(),
+                },
+            )?);
+        }
+    }
+    let mut moved = Vec::new();
+    for reference in wanted {
+        let name = reference.to_string();
+        let existing = lockfile.images.iter().position(|i| i.reference == name);
+        if existing.is_some() && !update {
+            continue;
+        }
+        let image = resolve_image(client, &reference, platform).await?;
+        match existing {
+            Some(at) => {
+                if lockfile.images[at].digest != image.digest {
+                    moved.push(Moved {
+                        reference: name,
+                        from: lockfile.images[at].digest.clone(),
+                        to: image.digest.clone(),
+                    });
+                }
+                lockfile.images[at] = image;
+            }
+            None => lockfile.images.push(image),
+        }
+    }
+    Ok(moved)
+}
+
+/// What `reference` is on the registry now, for `platform`.
+async fn resolve_image(
+    client: &Client,
+    reference: &Reference,
+    platform: &Platform,
+) -> Result<LockedImage, PullError> {
+    let name = reference.to_string();
+    let top = client.manifest(reference, &reference.target()).await?;
+    let (fetched, platform_name) = match top.parse(&name)? {
+        ManifestKind::Image(_) => (top, platform.to_string()),
+        ManifestKind::Index(index) => {
+            let chosen = crate::pull::choose_platform(&index, platform, reference)?;
+            let described = chosen
+                .platform()
+                .as_ref()
+                .map(Platform::describe)
+                .unwrap_or_else(|| platform.to_string());
+            (
+                client.manifest(reference, chosen.digest().as_ref()).await?,
+                described,
+            )
+        }
+    };
+    let ManifestKind::Image(manifest) = fetched.parse(&name)? else {
+        return Err(RegistryError::BadManifest {
+            reference: name,
+            detail: "an index inside an index".into(),
+        }
+        .into());
+    };
+    Ok(LockedImage {
+        reference: name,
+        digest: fetched.digest.to_string(),
+        platform: platform_name,
+        kind: kind_of(&manifest),
+        layers: layers_of(&manifest),
+    })
+}
+
+fn kind_of(manifest: &ImageManifest) -> ImageKind {
+    let factored = manifest.layers().iter().any(|l| {
+        l.annotations()
+            .as_ref()
+            .is_some_and(|a| a.contains_key(CONDA_NAME))
+    });
+    if factored {
+        ImageKind::FactoredOci
+    } else {
+        ImageKind::Oci
+    }
+}
+
+fn layers_of(manifest: &ImageManifest) -> Vec<LockedLayer> {
+    manifest
+        .layers()
+        .iter()
+        .map(|l| {
+            let annotation = |key: &str| l.annotations().as_ref().and_then(|a| a.get(key)).cloned();
+            let package = annotation(CONDA_NAME).map(|name| {
+                format!(
+                    "{name}-{}-{}",
+                    annotation("org.conda.package.version").unwrap_or_default(),
+                    annotation("org.conda.package.build").unwrap_or_default()
+                )
+            });
+            LockedLayer {
+                digest: l.digest().to_string(),
+                size: l.size(),
+                media_type: l.media_type().to_string(),
+                package,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,151 @@
+//! `sync`: make the store hold every image a lockfile pins, fetching only what is
+//! missing, with each manifest and layer checked against its pin; or, offline, list
+//! what is missing.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::expect::{Expectations, ExpectedLayer};
+use crate::lockfile::Pin;
+use crate::platform::Platform;
+use crate::progress::ProgressReporter;
+use crate::pull::{pull, PullError, PullOptions};
+use crate::reference::Reference;
+use crate::registry::Client;
+use crate::store::{Descriptor, MediaType, Store, StoreError};
+
+/// What happened to one pinned image.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncedImage {
+    pub name: String,
+    pub reference: String,
+    /// `present`, `fetched`, `missing` (offline) or `failed`.
+    pub status: String,
+    pub bytes_fetched: u64,
+    /// Why it failed or what is missing.
+    pub detail: Option<String>,
+}
+
+/// The whole sync.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct SyncReport {
+    pub images: Vec<SyncedImage>,
+    pub bytes_fetched: u64,
+}
+
+impl SyncReport {
+    /// Whether every image is in the store.
+    pub fn is_complete(&self) -> bool {
+        self.images
+            .iter()
+            .all(|i| i.status == "present" || i.status == "fetched")
+    }
+}
+
+/// What a pin expects of the registry's (or the store's) manifest.
+pub fn expectations(pin: &Pin) -> Expectations {
+    Expectations {
+        digest: Some(pin.digest.clone()),
+        manifest: pin.manifest.clone(),
+        layers: Some(
+            pin.layers
+                .iter()
+                .map(|l| ExpectedLayer {
+                    digest: l.digest.clone(),
+                    size: l.size,
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Syncs every pin; one image failing does not stop the others.
+pub async fn sync(
+    client: Arc<Client>,
+    store: &Store,
+    pins: &[Pin],
+    base: &PullOptions,
+    progress: Arc<dyn ProgressReporter>,
+) -> SyncReport {
+    let mut report = SyncReport::default();
+    for pin in pins {
+        let mut entry = SyncedImage {
+            name: pin.name.clone(),
+            reference: pin.reference.clone(),
+            status: String::new(),
+            bytes_fetched: 0,
+            detail: None,
+        };
+        if base.offline {
+            match missing_blobs(store, pin) {
+                Ok(missing) if missing.is_empty() => entry.status = "present".into(),
+                Ok(missing) => {
+                    entry.status = "missing".into();
+                    entry.detail = Some(missing.join(", "));
+                }
+                Err(e) => {
+                    entry.status = "failed".into();
+                    entry.detail = Some(e.to_string());
+                }
+            }
+        } else {
+            match sync_one(client.clone(), store, pin, base, progress.clone()).await {
+                Ok(fetched) => {
+                    entry.status = if fetched > 0 { "fetched" } else { "present" }.into();
+                    entry.bytes_fetched = fetched;
+                    report.bytes_fetched += fetched;
+                }
+                Err(e) => {
+                    entry.status = "failed".into();
+                    entry.detail = Some(e.to_string());
+                }
+            }
+        }
+        report.images.push(entry);
+    }
+    report
+}
+
+async fn sync_one(
+    client: Arc<Client>,
+    store: &Store,
+    pin: &Pin,
+    base: &PullOptions,
+    progress: Arc<dyn ProgressReporter>,
+) -> Result<u64, PullError> {
+    let reference: Reference =
+        pin.reference
+            .parse()
+            .map_err(|e: crate::reference::ReferenceError| {
+                crate::registry::RegistryError::BadManifest {
+                    reference: pin.reference.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
+    let mut options = base.clone();
+    options.expect = expectations(pin);
+    if let Some(platform) = &pin.platform {
+        if let Ok(platform) = platform.parse::<Platform>() {
+            options.platform = platform;
+        }
+    }
+    let report = pull(client, store, &reference, &options, progress).await?;
+    Ok(report.bytes_fetched)
+}
+
+/// The blobs of a pinned image the store lacks (manifest, config and layers), as
+/// digests; reads only the store.
+pub fn missing_blobs(store: &Store, pin: &Pin) -> Result<Vec<String>, StoreError> {
+    let manifest = pin.manifest.clone().unwrap_or_else(|| pin.digest.clone());
+    let descriptor = Descriptor::new(MediaType::ImageManifest, 0, manifest.clone());
+    let mut missing = Vec::new();
+    missing.extend(store.missing(&descriptor)?.iter().map(ToString::to_string));
+    for layer in &pin.layers {
+        let digest = layer.digest.to_string();
+        if !store.has(&layer.digest) && !missing.contains(&digest) {
+            missing.push(digest);
+        }
+    }
+    Ok(missing)
+}
