@@ -6,6 +6,7 @@ pub mod auth_client;
 pub mod fixtures;
 pub mod http_head;
 pub mod jwt;
+pub mod pulling;
 pub mod push;
 pub mod registry;
 pub mod tls;
