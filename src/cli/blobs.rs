@@ -54,6 +54,7 @@ pub fn ingest(store: &Store, args: &IngestArgs, out: &Output) -> anyhow::Result<
         }
     };
     let committed = ingest.commit()?;
+    store.sync_blob_dirs()?;
     out.line(format!(
         "{} committed ({} bytes, {} resumed from a partial ingest)",
         committed.digest, committed.size, resumed_from

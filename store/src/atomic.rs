@@ -27,3 +27,17 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
+
+/// Replaces `path` with `data` atomically but not durably: for hints that can be lost
+/// in a power cut without harm (an ingest's sidecar: without it the partial data is
+/// discarded and fetched again), so no fsync is paid for them.
+pub(crate) fn write_replace(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().expect("store paths have a parent");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .at(dir)?;
+    tmp.write_all(data).at(tmp.path())?;
+    tmp.persist(path).map_err(|e| e.error).at(path)?;
+    Ok(())
+}

@@ -203,6 +203,18 @@ impl Store {
         Ok(reach.missing.into_iter().map(|m| m.digest).collect())
     }
 
+    /// Makes every rename into `blobs/` durable (one fsync per algorithm folder).
+    pub fn sync_blob_dirs(&self) -> Result<(), StoreError> {
+        let root = self.layout.blobs();
+        for entry in fs::read_dir(&root).at(&root)? {
+            let dir = entry.at(&root)?.path();
+            if dir.is_dir() {
+                atomic::sync_dir(&dir)?;
+            }
+        }
+        Ok(())
+    }
+
     /// A file for stowage's own rebuildable state (caches), under `stowage/`.
     pub fn state_file(&self, name: &str) -> PathBuf {
         self.layout.state_dir().join(name)

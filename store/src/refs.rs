@@ -52,6 +52,8 @@ impl Store {
         if !self.has(descriptor.digest()) {
             return Err(StoreError::BlobNotFound(descriptor.digest().clone()));
         }
+        // Blobs become durable before any ref may point at them.
+        self.sync_blob_dirs()?;
         let mut entry = descriptor.clone();
         let mut annotations = entry.annotations().clone().unwrap_or_default();
         annotations.insert(REF_NAME_ANNOTATION.to_string(), name.to_string());
