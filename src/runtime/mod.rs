@@ -1,0 +1,1 @@
+//! Container runtimes: handing images from the store to podman or docker.
