@@ -2,6 +2,7 @@
 //! layer only parses, prints (human lines or `--json`), and picks the exit status.
 
 mod blobs;
+mod copy;
 mod lockfile;
 mod maintain;
 mod pull;
@@ -47,6 +48,11 @@ enum Command {
     Lock(lockfile::LockArgs),
     /// Make the store hold everything a lockfile (stowage.lock or bv.lock) pins.
     Sync(lockfile::SyncArgs),
+    /// Push an image (from the store, or pulled through it) to a registry, uploading
+    /// only the blobs the target lacks.
+    Copy(copy::CopyArgs),
+    /// Push every image of a list to one registry.
+    Mirror(copy::MirrorArgs),
     /// Add a blob from a file or stdin, checked against its expected digest and size.
     Ingest(blobs::IngestArgs),
     /// Re-hash stored blobs, quarantine corrupt ones, and report what refs lack.
@@ -140,6 +146,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(args) => pull::pull(&store, args, &out),
         Command::Resolve(_) | Command::Lock(_) => unreachable!("handled above, without a store"),
         Command::Sync(args) => lockfile::sync(&store, args, &out),
+        Command::Copy(args) => copy::copy(&store, args, &out),
+        Command::Mirror(args) => copy::mirror(&store, args, &out),
         Command::Ingest(args) => blobs::ingest(&store, args, &out),
         Command::Verify(args) => maintain::verify(&store, args, &out),
         Command::Gc(args) => maintain::gc(&store, args, &out),

@@ -37,6 +37,9 @@ pub struct RegistryArgs {
     /// Blob downloads in flight at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// The password, once read from stdin.
+    #[arg(skip)]
+    password: std::sync::OnceLock<String>,
     /// Attempts per request on 429, 5xx and dropped connections (backoff doubles from
     /// 200 ms and honours Retry-After, each wait at most 30 s).
     #[arg(long, default_value_t = 6)]
@@ -44,23 +47,44 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
+    /// The `--username` credentials, the password read from stdin once.
+    pub fn credentials(&self) -> anyhow::Result<Option<Credentials>> {
+        let Some(username) = &self.username else {
+            return Ok(None);
+        };
+        let password = match self.password.get() {
+            Some(password) => password.clone(),
+            None => {
+                let mut password = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut password)
+                    .context("reading the password from stdin")?;
+                let password = password.trim_end_matches(['\n', '\r']).to_string();
+                self.password.get_or_init(|| password).clone()
+            }
+        };
+        Ok(Some(Credentials::Basic {
+            username: username.clone(),
+            password: Secret::new(password),
+        }))
+    }
+
+    /// `--ca-cert` files.
+    pub fn ca_cert_paths(&self) -> &[PathBuf] {
+        &self.ca_cert
+    }
+
+    /// `--insecure-registry` hosts.
+    pub fn insecure_hosts(&self) -> &[String] {
+        &self.insecure
+    }
+
     /// A client; `--username` credentials apply to each of `registries`.
     pub fn client(&self, registries: &[&str]) -> anyhow::Result<Arc<Client>> {
         let mut credentials = HashMap::new();
-        if let Some(username) = &self.username {
-            let mut password = String::new();
-            std::io::stdin()
-                .read_to_string(&mut password)
-                .context("reading the password from stdin")?;
-            let password = password.trim_end_matches(['\n', '\r']).to_string();
+        if let Some(basic) = self.credentials()? {
             for registry in registries {
-                credentials.insert(
-                    registry.to_string(),
-                    Credentials::Basic {
-                        username: username.clone(),
-                        password: Secret::new(password.clone()),
-                    },
-                );
+                credentials.insert(registry.to_string(), basic.clone());
             }
         }
         let config = ClientConfig {

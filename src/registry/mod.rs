@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 
 pub use auth::{Credentials, Secret};
 pub use blob::{BlobOptions, OnBytes};
+pub use credentials::lookup as stored_credentials;
 pub use error::RegistryError;
 pub use manifest::{FetchedManifest, ManifestKind, MANIFEST_ACCEPT};
 pub use retry::RetryPolicy;
@@ -254,7 +255,7 @@ fn is_certificate_error(error: &reqwest::Error) -> bool {
 }
 
 /// Whether a registry host is on this machine (plain HTTP is allowed there).
-fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(rest),
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),

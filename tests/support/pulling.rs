@@ -70,6 +70,18 @@ impl Env {
         serde_json::from_slice(&output.stdout).unwrap()
     }
 
+    /// Runs `stowage --json ARGS` and returns the JSON summary; panics with stderr on
+    /// failure.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let output = self.stowage(args);
+        assert!(
+            output.status.success(),
+            "stowage {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
     /// Blob GETs the proxy saw for one digest.
     pub fn gets_of(&self, digest: &Digest) -> Vec<stowage_faultproxy::Record> {
         let suffix = format!("/blobs/{digest}");

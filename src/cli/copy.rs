@@ -1,0 +1,138 @@
+//! `stowage copy` and `stowage mirror`: push images to another registry.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+use stowage::mirror::copy::{copy as copy_image, CopyReport, PushOptions};
+use stowage::pull::{pull, PullOptions};
+use stowage::reference::Reference;
+use stowage::store::Store;
+
+use super::pull::{progress_for, runtime, RegistryArgs};
+use super::Output;
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The image: a name in the store, or a registry reference (pulled into the store
+    /// first, so nothing is downloaded twice).
+    source: String,
+    /// Where to push it: [registry/]repository[:tag].
+    target: String,
+    #[command(flatten)]
+    push: PushArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// A file of references, one a line; `#` starts a comment.
+    list: PathBuf,
+    /// The registry (host[:port]) to mirror to; each image keeps its repository and tag.
+    #[arg(long)]
+    to: String,
+    #[command(flatten)]
+    push: PushArgs,
+}
+
+#[derive(Debug, Args)]
+struct PushArgs {
+    /// One PUT per blob instead of chunked uploads.
+    #[arg(long)]
+    monolithic: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+impl PushArgs {
+    fn options(&self, target: &Reference) -> anyhow::Result<PushOptions> {
+        let client_credentials = self.registry.credentials()?;
+        let ca_certs = self
+            .registry
+            .ca_cert_paths()
+            .iter()
+            .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(PushOptions {
+            insecure: self.registry.insecure_hosts().to_vec(),
+            ca_certs,
+            credentials: client_credentials
+                .or_else(|| stowage::registry::stored_credentials(&target.registry)),
+            monolithic: self.monolithic,
+        })
+    }
+}
+
+/// The store name of `source`, pulling it first when it is only on a registry.
+fn ensure_local(
+    store: &Store,
+    source: &str,
+    args: &PushArgs,
+    out: &Output,
+) -> anyhow::Result<String> {
+    if store.resolve_ref(source)?.is_some() {
+        return Ok(source.to_string());
+    }
+    let reference: Reference = source
+        .parse()
+        .with_context(|| format!("{source} is neither an image in the store nor a reference"))?;
+    let client = args.registry.client(&[&reference.registry])?;
+    let report = runtime()?.block_on(pull(
+        client,
+        store,
+        &reference,
+        &PullOptions::default(),
+        progress_for(out),
+    ))?;
+    Ok(report.reference)
+}
+
+fn print(report: &CopyReport, out: &Output) {
+    out.line(format!(
+        "{} -> {} {}: {} blobs uploaded ({}), {} mounted, {} already there",
+        report.source,
+        report.target,
+        report.manifest_digest,
+        report.blobs_uploaded,
+        indicatif::HumanBytes(report.bytes_uploaded),
+        report.blobs_mounted,
+        report.blobs_present
+    ));
+}
+
+pub fn copy(store: &Store, args: &CopyArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let target: Reference = args.target.parse()?;
+    let name = ensure_local(store, &args.source, &args.push, out)?;
+    let options = args.push.options(&target)?;
+    let report = runtime()?.block_on(copy_image(store, &name, &target, &options))?;
+    print(&report, out);
+    out.json(serde_json::to_value(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn mirror(store: &Store, args: &MirrorArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.list)
+        .with_context(|| format!("reading {}", args.list.display()))?;
+    let mut reports = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let source: Reference = line.parse()?;
+        let mut target = source.clone();
+        target.registry = args.to.clone();
+        target.digest = None;
+        if target.tag.is_none() {
+            target.tag = Some("latest".into());
+        }
+        let name = ensure_local(store, line, &args.push, out)?;
+        let options = args.push.options(&target)?;
+        let report = runtime()?.block_on(copy_image(store, &name, &target, &options))?;
+        print(&report, out);
+        reports.push(report);
+    }
+    out.json(json!({ "images": reports }));
+    Ok(ExitCode::SUCCESS)
+}
