@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{parse_digest, write_atomic, Digest, FileLock, Store, StoreError};
+use crate::store::{parse_digest, write_replace, Digest, FileLock, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
@@ -50,7 +50,8 @@ impl TagCache {
             },
         );
         let json = serde_json::to_vec_pretty(&entries).expect("the cache serialises");
-        write_atomic(&self.store.state_file("tags.json"), &json)
+        // A cache: replaced atomically, but not worth an fsync.
+        write_replace(&self.store.state_file("tags.json"), &json)
     }
 
     /// A missing or unreadable cache is an empty one: it can always be rebuilt.

@@ -34,8 +34,8 @@ pub struct RegistryArgs {
     /// Read the password for --username from stdin.
     #[arg(long)]
     password_stdin: bool,
-    /// Blob downloads in flight at once.
-    #[arg(long, default_value_t = 8)]
+    /// Downloads (blobs, or byte ranges of big blobs) in flight at once.
+    #[arg(long, default_value_t = 16)]
     concurrency: usize,
     /// The password, once read from stdin.
     #[arg(skip)]

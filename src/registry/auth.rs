@@ -138,7 +138,7 @@ impl Auth {
     /// but the refused one is not.
     pub async fn answer(
         &self,
-        http: &reqwest::Client,
+        client: &super::Client,
         registry: &str,
         scope: &str,
         challenge: Option<&str>,
@@ -165,7 +165,7 @@ impl Auth {
                     return Ok(token.header.clone());
                 }
             }
-            let token = fetch_token(http, registry, scope, bearer, credentials).await?;
+            let token = fetch_token(client, registry, scope, bearer, credentials).await?;
             *cached = Some(token.clone());
             return Ok(token.header);
         }
@@ -203,7 +203,7 @@ fn param(challenge: &ChallengeRef<'_>, name: &str) -> Option<String> {
 }
 
 async fn fetch_token(
-    http: &reqwest::Client,
+    client: &super::Client,
     registry: &str,
     scope: &str,
     challenge: &ChallengeRef<'_>,
@@ -215,6 +215,7 @@ async fn fetch_token(
     };
     let realm =
         param(challenge, "realm").ok_or_else(|| fail("bearer challenge without a realm".into()))?;
+    let http = client.http_for(&realm)?;
     let mut query = vec![("scope", scope.to_string())];
     if let Some(service) = param(challenge, "service") {
         query.push(("service", service));

@@ -255,7 +255,10 @@ fn plan(holes: &[Range<u64>], size: u64, options: &BlobOptions) -> Vec<Range<u64
     if size < options.split_threshold {
         return holes.to_vec();
     }
-    let piece = (size / options.ranges_per_blob.max(1)).max(options.min_range);
+    // Rounded up, so leftover bytes never make a tiny extra request.
+    let piece = size
+        .div_ceil(options.ranges_per_blob.max(1))
+        .max(options.min_range);
     let mut pieces = Vec::new();
     for hole in holes {
         let mut at = hole.start;

@@ -11,7 +11,7 @@ mod retry;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
@@ -47,14 +47,20 @@ impl Default for ClientConfig {
             ca_certs: Vec::new(),
             credentials: HashMap::new(),
             retry: RetryPolicy::default(),
-            concurrency: 8,
+            concurrency: 16,
         }
     }
 }
 
 /// A registry client; cheap to share (`Arc`) across tasks.
 pub struct Client {
-    http: reqwest::Client,
+    /// Without any CA store: for plain-HTTP registries, and for probing whether a
+    /// host speaks TLS at all (an unknown issuer still means TLS).
+    plain: reqwest::Client,
+    /// With the system roots and `--ca-cert`s, built on the first https request so a
+    /// pull from a plain-HTTP registry never pays for loading the CA store.
+    tls: OnceLock<Result<reqwest::Client, String>>,
+    ca_certs: Vec<reqwest::Certificate>,
     auth: auth::Auth,
     retry: RetryPolicy,
     insecure: HashSet<String>,
@@ -63,12 +69,16 @@ pub struct Client {
     downloads: Arc<Semaphore>,
 }
 
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(concat!("stowage/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+}
+
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, RegistryError> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("stowage/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(64)
-            .tcp_nodelay(true);
+        let mut ca_certs = Vec::new();
         for path in &config.ca_certs {
             let pem = std::fs::read(path).map_err(|e| RegistryError::Auth {
                 registry: path.display().to_string(),
@@ -78,19 +88,43 @@ impl Client {
                 registry: path.display().to_string(),
                 detail: format!("not a PEM certificate: {e}"),
             })?;
-            builder = builder.add_root_certificate(cert);
+            ca_certs.push(cert);
         }
-        let http = builder.build().map_err(|source| RegistryError::Http {
-            url: "(client set-up)".into(),
-            source,
-        })?;
+        let plain = client_builder()
+            .tls_built_in_root_certs(false)
+            .build()
+            .map_err(|source| RegistryError::Http {
+                url: "(client set-up)".into(),
+                source,
+            })?;
         Ok(Self {
-            http,
+            plain,
+            tls: OnceLock::new(),
+            ca_certs,
             auth: auth::Auth::new(config.credentials),
             retry: config.retry,
             insecure: config.insecure.into_iter().collect(),
             schemes: Mutex::default(),
             downloads: Arc::new(Semaphore::new(config.concurrency.max(1))),
+        })
+    }
+
+    /// The HTTP client for `url`: the plain one for http://, the verifying one for
+    /// https://.
+    pub(crate) fn http_for(&self, url: &str) -> Result<&reqwest::Client, RegistryError> {
+        if !url.starts_with("https://") {
+            return Ok(&self.plain);
+        }
+        let tls = self.tls.get_or_init(|| {
+            let mut builder = client_builder();
+            for cert in &self.ca_certs {
+                builder = builder.add_root_certificate(cert.clone());
+            }
+            builder.build().map_err(|e| e.to_string())
+        });
+        tls.as_ref().map_err(|detail| RegistryError::Auth {
+            registry: url.to_string(),
+            detail: format!("cannot set up TLS: {detail}"),
         })
     }
 
@@ -126,7 +160,7 @@ impl Client {
     async fn probe_tls(&self, host: &str) -> &'static str {
         let url = format!("https://{host}/v2/");
         match self
-            .http
+            .plain
             .get(&url)
             .timeout(Duration::from_secs(10))
             .send()
@@ -165,7 +199,7 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut request = self.http.get(url).headers(headers.clone());
+            let mut request = self.http_for(url)?.get(url).headers(headers.clone());
             if let Some(value) = &authorization {
                 request = request.header(AUTHORIZATION, value);
             }
@@ -199,13 +233,7 @@ impl Client {
                     .and_then(|v| v.to_str().ok());
                 authorization = Some(
                     self.auth
-                        .answer(
-                            &self.http,
-                            host,
-                            &scope,
-                            challenge,
-                            authorization.as_deref(),
-                        )
+                        .answer(self, host, &scope, challenge, authorization.as_deref())
                         .await?,
                 );
                 continue;

@@ -31,7 +31,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// Replaces `path` with `data` atomically but not durably: for hints that can be lost
 /// in a power cut without harm (an ingest's sidecar: without it the partial data is
 /// discarded and fetched again), so no fsync is paid for them.
-pub(crate) fn write_replace(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+pub fn write_replace(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().expect("store paths have a parent");
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")

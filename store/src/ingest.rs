@@ -30,8 +30,9 @@ use crate::error::{IoContext, StoreError};
 use crate::layout::Layout;
 use crate::lock::FileLock;
 
-/// Positional ingests sync and record their ranges after this many new bytes.
-const RECORD_EVERY: u64 = 8 << 20;
+/// Positional ingests sync and record their ranges after an eighth of the blob (at
+/// least this much) has arrived since the last record: at most eight syncs a blob.
+const RECORD_AT_LEAST: u64 = 8 << 20;
 
 /// Writeback of the contiguous prefix is started every this many bytes, so the fsync
 /// at commit finds little left to write.
@@ -66,6 +67,8 @@ struct State {
     positional: bool,
     /// Bytes of `written` the sidecar recorded at the last sync.
     recorded: u64,
+    /// A sync and record is under way (outside the lock).
+    recording: bool,
     /// The prefix up to which writeback to disk has been started.
     flushing: u64,
     /// A write failed or went past the size: the data cannot be trusted.
@@ -79,6 +82,8 @@ pub struct Ingest {
     size: u64,
     file: File,
     state: Mutex<State>,
+    /// New bytes between two records of a positional ingest.
+    record_every: u64,
     finished: bool,
     _lock: FileLock,
 }
@@ -150,17 +155,19 @@ impl Ingest {
                 hashed: 0,
                 claimed: written.clone(),
                 recorded: written.len(),
+                recording: false,
                 flushing: 0,
                 written,
                 positional,
                 poisoned: false,
             }),
+            record_every: RECORD_AT_LEAST.max(size / 8),
             finished: false,
             _lock: lock,
         };
         {
             let mut state = ingest.lock_state();
-            ingest.save_sidecar(&state)?;
+            ingest.save_sidecar(state.positional, &state.written)?;
             ingest.advance_hash(&mut state)?;
         }
         Ok(Some(ingest))
@@ -221,11 +228,6 @@ impl Ingest {
             return Err(e);
         }
         state.written.insert(offset..end);
-        if state.positional && state.written.len() - state.recorded >= RECORD_EVERY {
-            // Bound what a crash can cost: the holes plus at most this much.
-            self.sync_locked(&state)?;
-            state.recorded = state.written.len();
-        }
         if state.hashed == offset {
             state.hasher.update(buf);
             state.hashed = end;
@@ -235,6 +237,24 @@ impl Ingest {
         if prefix - state.flushing >= FLUSH_EVERY {
             start_writeback(&self.file, state.flushing, prefix - state.flushing);
             state.flushing = prefix;
+        }
+        // Bound what a crash can cost (the holes plus at most `record_every` bytes),
+        // syncing outside the lock so the other ranges keep arriving meanwhile.
+        let due = state.positional
+            && !state.recording
+            && state.written.len() - state.recorded >= self.record_every;
+        if due {
+            state.recording = true;
+            state.recorded = state.written.len();
+            let snapshot = state.written.clone();
+            drop(state);
+            let result = self
+                .file
+                .sync_data()
+                .at(&data_path)
+                .and_then(|()| self.save_sidecar(true, &snapshot));
+            self.lock_state().recording = false;
+            result?;
         }
         Ok(())
     }
@@ -342,15 +362,15 @@ impl Ingest {
     fn sync_locked(&self, state: &State) -> Result<(), StoreError> {
         let data_path = self.layout.ingest_data(&self.digest);
         self.file.sync_data().at(&data_path)?;
-        self.save_sidecar(state)
+        self.save_sidecar(state.positional, &state.written)
     }
 
-    fn save_sidecar(&self, state: &State) -> Result<(), StoreError> {
+    fn save_sidecar(&self, positional: bool, ranges: &RangeSet) -> Result<(), StoreError> {
         let sidecar = Sidecar {
             digest: self.digest.to_string(),
             size: self.size,
-            positional: state.positional,
-            ranges: state.written.clone(),
+            positional,
+            ranges: ranges.clone(),
         };
         let json = serde_json::to_vec(&sidecar).expect("a sidecar serialises");
         write_replace(&self.layout.ingest_sidecar(&self.digest), &json)

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use oci_spec::image::{Descriptor, Digest, MediaType};
 
-pub use atomic::write_atomic;
+pub use atomic::{write_atomic, write_replace};
 pub use blob::BlobReader;
 pub use digest::{hash_file, parse_digest, sha256_of, Hasher};
 pub use error::StoreError;

@@ -85,7 +85,12 @@ impl Store {
         if self.layout().index().exists() {
             return Ok(());
         }
-        self.update_index(|_| {})
+        let _lock = self.refs_lock()?;
+        if self.layout().index().exists() {
+            return Ok(());
+        }
+        let json = serde_json::to_vec_pretty(&empty_index()).expect("an index serialises");
+        write_atomic(&self.layout().index(), &json)
     }
 
     /// Serialises writers on the refs lock; holds it for the read-modify-write.
@@ -111,6 +116,10 @@ impl Store {
         let mut index = self.read_index()?;
         let mut manifests = index.manifests().clone();
         change(&mut manifests);
+        if &manifests == index.manifests() {
+            // Nothing changed (a warm pull): no rewrite, no fsync.
+            return Ok(());
+        }
         index.set_manifests(manifests);
         let json = serde_json::to_vec_pretty(&index).expect("an index serialises");
         write_atomic(&self.layout().index(), &json)
