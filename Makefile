@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 # System tools the tests and the demo drive for real.
-APT_PACKAGES := docker-registry skopeo umoci podman runc busybox-static apache2-utils curl ca-certificates
+APT_PACKAGES := docker-registry skopeo umoci podman runc busybox-static apache2-utils curl ca-certificates bc jq
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup build test bench demo lint
@@ -27,6 +27,7 @@ test: setup
 
 bench: setup build
 	bash benches/run.sh
+	bash benches/mirror.sh
 
 demo: setup build
 	bash scripts/demo.sh
