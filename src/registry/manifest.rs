@@ -126,7 +126,7 @@ impl Client {
             .await
             .map_err(|source| RegistryError::Http {
                 url: url.clone(),
-                source,
+                source: source.without_url(),
             })?
         {
             if (bytes.len() + chunk.len()) as u64 > MANIFEST_LIMIT {

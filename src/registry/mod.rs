@@ -95,7 +95,7 @@ impl Client {
             .build()
             .map_err(|source| RegistryError::Http {
                 url: "(client set-up)".into(),
-                source,
+                source: source.without_url(),
             })?;
         Ok(Self {
             plain,
@@ -219,7 +219,7 @@ impl Client {
                 Err(source) => {
                     return Err(RegistryError::Http {
                         url: url.to_string(),
-                        source,
+                        source: source.without_url(),
                     })
                 }
             };
