@@ -1,6 +1,7 @@
 //! Command-line arguments and dispatch. Every command is a call into the library; this
 //! layer only parses, prints (human lines or `--json`), and picks the exit status.
 
+mod archive;
 mod blobs;
 mod copy;
 mod lockfile;
@@ -48,6 +49,12 @@ enum Command {
     Lock(lockfile::LockArgs),
     /// Make the store hold everything a lockfile (stowage.lock or bv.lock) pins.
     Sync(lockfile::SyncArgs),
+    /// Write images and only the blobs they need as an OCI layout (a tar archive or a
+    /// directory) to carry to an air-gapped store.
+    Export(archive::ExportArgs),
+    /// Add the images of an OCI layout (tar archive or directory) to the store, every
+    /// blob verified before any ref is recorded.
+    Import(archive::ImportArgs),
     /// Push an image (from the store, or pulled through it) to a registry, uploading
     /// only the blobs the target lacks.
     Copy(copy::CopyArgs),
@@ -146,6 +153,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(args) => pull::pull(&store, args, &out),
         Command::Resolve(_) | Command::Lock(_) => unreachable!("handled above, without a store"),
         Command::Sync(args) => lockfile::sync(&store, args, &out),
+        Command::Export(args) => archive::export(&store, args, &out),
+        Command::Import(args) => archive::import(&store, args, &out),
         Command::Copy(args) => copy::copy(&store, args, &out),
         Command::Mirror(args) => copy::mirror(&store, args, &out),
         Command::Ingest(args) => blobs::ingest(&store, args, &out),

@@ -1,0 +1,365 @@
+//! Import: every blob of an OCI layout (a tar archive, plain or compressed, or a
+//! directory) enters the store through its ingest, which checks size and digest; the
+//! refs of the layout's index.json are recorded only after every blob is in and every
+//! image is whole. A tar is read once, front to back: blobs may come before index.json,
+//! and nothing bigger than index.json is held in memory.
+//!
+//! On any failure the blobs this import added are removed again (blobs the store held
+//! before stay, and so does any blob a ref reaches by then), so the store is left as
+//! it was.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::Path;
+use std::time::Instant;
+
+use oci_spec::image::ImageIndex;
+
+use crate::store::{Descriptor, Digest, Store, StoreError, REF_NAME_ANNOTATION};
+
+use super::closure::needed;
+use super::source::{decompressed, read_dir, read_tar};
+use super::{ArchiveError, Format, IoAt};
+
+/// containerd's (and docker's) annotation for an image's full name; its
+/// `org.opencontainers.image.ref.name` is then only the tag.
+const CONTAINERD_NAME_ANNOTATION: &str = "io.containerd.image.name";
+
+/// One image recorded under a ref.
+#[derive(Debug, Clone)]
+pub struct ImportedImage {
+    pub name: String,
+    pub digest: Digest,
+    pub media_type: String,
+    /// What the ref named before, when the import moved it.
+    pub replaced: Option<Digest>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone)]
+pub struct ImportReport {
+    pub source: String,
+    pub format: Format,
+    pub images: Vec<ImportedImage>,
+    /// index.json entries without a name (their blobs are imported, no ref is made).
+    pub unnamed: usize,
+    /// Distinct blobs in the layout.
+    pub blobs: usize,
+    pub blobs_added: usize,
+    pub bytes_added: u64,
+    /// Blobs the store held already (not read again).
+    pub blobs_present: usize,
+    pub seconds: f64,
+}
+
+/// Imports the layout at `source`: a directory, a tar archive (plain, gzip or zstd,
+/// told apart by their first bytes), or `-` for a tar on stdin.
+pub fn import(store: &Store, source: &Path) -> Result<ImportReport, ArchiveError> {
+    if source.as_os_str() == "-" {
+        return import_reader(store, io::stdin().lock(), "stdin");
+    }
+    let name = source.display().to_string();
+    if source.is_dir() {
+        return run(store, &name, Format::OciDir, |importer| {
+            read_dir(importer, source)
+        });
+    }
+    let file = File::open(source).at(source)?;
+    import_reader(store, file, &name)
+}
+
+/// Imports a tar archive (plain, gzip or zstd) read from `reader`, in one pass.
+pub fn import_reader(
+    store: &Store,
+    reader: impl Read,
+    source_name: &str,
+) -> Result<ImportReport, ArchiveError> {
+    run(store, source_name, Format::OciArchive, |importer| {
+        let reader = decompressed(reader).map_err(|e| importer.read_error(None, e))?;
+        read_tar(importer, reader)
+    })
+}
+
+/// Feeds the layout to an importer, then records the refs, or undoes what it added.
+fn run(
+    store: &Store,
+    source_name: &str,
+    format: Format,
+    read: impl FnOnce(&mut Importer) -> Result<(), ArchiveError>,
+) -> Result<ImportReport, ArchiveError> {
+    let started = Instant::now();
+    // Blobs added but not yet named by a ref must not be swept by a concurrent gc.
+    let _lease = store.lease()?;
+    let mut importer = Importer {
+        store,
+        source_name: source_name.to_string(),
+        seen: HashSet::new(),
+        added: Vec::new(),
+        bytes_added: 0,
+        present: 0,
+        index: None,
+        layout_marker: false,
+    };
+    let result = read(&mut importer).and_then(|()| importer.finish());
+    match result {
+        Ok((images, unnamed)) => Ok(ImportReport {
+            source: source_name.to_string(),
+            format,
+            images,
+            unnamed,
+            blobs: importer.seen.len(),
+            blobs_added: importer.added.len(),
+            bytes_added: importer.bytes_added,
+            blobs_present: importer.present,
+            seconds: started.elapsed().as_secs_f64(),
+        }),
+        Err(e) => {
+            importer.roll_back();
+            Err(e)
+        }
+    }
+}
+
+/// The state of one import.
+pub(super) struct Importer<'a> {
+    store: &'a Store,
+    source_name: String,
+    /// Blobs met so far (an archive may repeat one).
+    seen: HashSet<Digest>,
+    /// Blobs this import committed, to be removed again if it fails.
+    added: Vec<Digest>,
+    bytes_added: u64,
+    present: usize,
+    pub(super) index: Option<Vec<u8>>,
+    layout_marker: bool,
+}
+
+impl Importer<'_> {
+    pub(super) fn read_error(&self, blob: Option<&Digest>, source: io::Error) -> ArchiveError {
+        ArchiveError::Read {
+            source_name: self.source_name.clone(),
+            blob: blob.cloned(),
+            source,
+        }
+    }
+
+    fn not_a_layout(&self, reason: impl Into<String>) -> ArchiveError {
+        ArchiveError::NotALayout {
+            source_name: self.source_name.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Reads a small file whole (index.json, oci-layout), refusing one that is larger
+    /// than `limit` or shorter than its size.
+    pub(super) fn read_small(
+        &self,
+        source: impl Read,
+        path: &str,
+        size: u64,
+        limit: u64,
+    ) -> Result<Vec<u8>, ArchiveError> {
+        if size > limit {
+            return Err(self.not_a_layout(format!("{path} is {size} bytes (limit {limit})")));
+        }
+        let mut bytes = Vec::new();
+        source
+            .take(size)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.read_error(None, e))?;
+        if bytes.len() as u64 != size {
+            let detail = format!("{path} ends after {} of its {size} bytes", bytes.len());
+            return Err(self.read_error(None, io::Error::new(io::ErrorKind::UnexpectedEof, detail)));
+        }
+        Ok(bytes)
+    }
+
+    pub(super) fn layout_marker(&mut self, bytes: &[u8]) -> Result<(), ArchiveError> {
+        let version = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|v| v["imageLayoutVersion"].as_str().map(str::to_string));
+        match version {
+            Some(v) if v.starts_with("1.") => {
+                self.layout_marker = true;
+                Ok(())
+            }
+            Some(v) => Err(self.not_a_layout(format!("imageLayoutVersion {v} (expected 1.x)"))),
+            None => Err(ArchiveError::Malformed {
+                source_name: self.source_name.clone(),
+                what: "oci-layout",
+                detail: String::from_utf8_lossy(bytes).into_owned(),
+            }),
+        }
+    }
+
+    /// Ingests one blob from `source` (exactly `size` bytes), unless the store holds it.
+    pub(super) fn blob(
+        &mut self,
+        digest: &Digest,
+        path: &str,
+        size: u64,
+        source: &mut dyn Read,
+    ) -> Result<(), ArchiveError> {
+        if !self.seen.insert(digest.clone()) {
+            return Ok(());
+        }
+        let Some(mut ingest) = self.fresh_ingest(digest, size)? else {
+            self.present += 1;
+            return Ok(());
+        };
+        if let Err(e) = ingest.copy_from(source) {
+            let _ = ingest.abort();
+            return Err(match e {
+                StoreError::Source(e) => self.read_error(Some(digest), e),
+                other => self.rejected(digest, path, other),
+            });
+        }
+        let have = ingest.offset();
+        if have != size {
+            let _ = ingest.abort();
+            return Err(ArchiveError::Truncated {
+                digest: digest.clone(),
+                path: path.to_string(),
+                expected_size: size,
+                actual_size: have,
+            });
+        }
+        match ingest.commit() {
+            Ok(_) => {
+                self.added.push(digest.clone());
+                self.bytes_added += size;
+                Ok(())
+            }
+            Err(e @ (StoreError::Mismatch { .. } | StoreError::TooLong { .. })) => {
+                Err(self.rejected(digest, path, e))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// An ingest that starts from byte 0: a partial left by an interrupted pull or
+    /// import is discarded, since the archive is read from the start anyway.
+    fn fresh_ingest(
+        &self,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Option<crate::store::Ingest>, ArchiveError> {
+        let Some(ingest) = self.store.ingest(digest, size)? else {
+            return Ok(None);
+        };
+        let missing: u64 = ingest.missing().iter().map(|r| r.end - r.start).sum();
+        if missing == size {
+            return Ok(Some(ingest));
+        }
+        ingest.abort()?;
+        Ok(self.store.ingest(digest, size)?)
+    }
+
+    fn rejected(&self, digest: &Digest, path: &str, source: StoreError) -> ArchiveError {
+        ArchiveError::Rejected {
+            digest: digest.clone(),
+            path: path.to_string(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Checks that every image of index.json is whole, then records the named ones.
+    /// Returns them and the number of unnamed entries.
+    fn finish(&mut self) -> Result<(Vec<ImportedImage>, usize), ArchiveError> {
+        if !self.layout_marker {
+            return Err(self.not_a_layout("no oci-layout file"));
+        }
+        let Some(bytes) = self.index.take() else {
+            return Err(self.not_a_layout("no index.json"));
+        };
+        let index: ImageIndex =
+            serde_json::from_slice(&bytes).map_err(|e| ArchiveError::Malformed {
+                source_name: self.source_name.clone(),
+                what: "index.json",
+                detail: e.to_string(),
+            })?;
+        let entries: Vec<(Option<String>, Descriptor)> = index
+            .manifests()
+            .iter()
+            .map(|d| (entry_name(d), d.clone()))
+            .collect();
+        let roots: Vec<(String, Descriptor)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (name, d))| {
+                let shown = name
+                    .clone()
+                    .unwrap_or_else(|| format!("index.json entry {i}"));
+                (shown, d.clone())
+            })
+            .collect();
+        let needed = needed(self.store, &roots)?;
+        if !needed.missing.is_empty() {
+            return Err(ArchiveError::MissingFromArchive {
+                missing: needed.missing,
+            });
+        }
+        let mut images = Vec::new();
+        let mut unnamed = 0;
+        for (name, descriptor) in entries {
+            let Some(name) = name else {
+                unnamed += 1;
+                continue;
+            };
+            let before = self.store.resolve_ref(&name)?.map(|d| d.digest().clone());
+            self.store.set_ref(&name, &descriptor)?;
+            images.push(ImportedImage {
+                replaced: before.filter(|d| d != descriptor.digest()),
+                name,
+                digest: descriptor.digest().clone(),
+                media_type: descriptor.media_type().to_string(),
+            });
+        }
+        // set_ref makes the blobs durable before naming them; without refs, do it here.
+        self.store.sync_blob_dirs()?;
+        Ok((images, unnamed))
+    }
+
+    /// Removes the blobs this import added, except any a ref reaches by now (another
+    /// process may have named them meanwhile).
+    fn roll_back(&self) {
+        if self.added.is_empty() {
+            return;
+        }
+        let live: HashSet<String> = self
+            .store
+            .refs()
+            .ok()
+            .map(|refs| {
+                let roots: Vec<_> = refs.into_iter().map(|r| (r.name, r.descriptor)).collect();
+                needed(self.store, &roots)
+                    .map(|n| n.blobs.into_keys().collect())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        for digest in &self.added {
+            if live.contains(&digest.to_string()) {
+                continue;
+            }
+            let path = self.store.blob_path(digest);
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(%digest, "could not remove a blob of the failed import: {e}");
+            }
+        }
+        if let Err(e) = self.store.sync_blob_dirs() {
+            tracing::warn!("could not sync the blob folders: {e}");
+        }
+    }
+}
+
+/// The name an index.json entry gives its image: containerd's full name when present,
+/// else the OCI ref name.
+fn entry_name(descriptor: &Descriptor) -> Option<String> {
+    let annotations = descriptor.annotations().as_ref()?;
+    annotations
+        .get(CONTAINERD_NAME_ANNOTATION)
+        .or_else(|| annotations.get(REF_NAME_ANNOTATION))
+        .filter(|name| !name.is_empty())
+        .cloned()
+}

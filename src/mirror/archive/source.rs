@@ -1,0 +1,139 @@
+//! Where an import reads a layout from: a tar archive (plain, gzip or zstd), read
+//! once from front to back, or a directory. Each file is handed to the [`Importer`] as
+//! it is met; a path that would leave the layout's root refuses the whole archive.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use crate::store::MANIFEST_LIMIT;
+
+use super::import::Importer;
+use super::paths::{classify, normalise, LayoutPath, INDEX_JSON, OCI_LAYOUT};
+use super::{ArchiveError, IoAt};
+
+/// The archive is read through a buffer this big.
+const READ_BUFFER: usize = 1 << 20;
+
+/// Unwraps gzip or zstd when the stream starts with their magic bytes.
+pub(super) fn decompressed<'a>(reader: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    let mut buffered = BufReader::with_capacity(READ_BUFFER, reader);
+    let head = buffered.fill_buf()?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(buffered))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::Decoder::with_buffer(buffered)?)
+    } else {
+        Box::new(buffered)
+    })
+}
+
+pub(super) fn read_tar(
+    importer: &mut Importer,
+    reader: Box<dyn Read + '_>,
+) -> Result<(), ArchiveError> {
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive
+        .entries()
+        .map_err(|e| importer.read_error(None, e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| importer.read_error(None, e))?;
+        let path = normalise(&entry.path_bytes())?;
+        if let Some(target) = entry.link_name_bytes() {
+            let shown = format!("{path} -> {}", String::from_utf8_lossy(&target));
+            normalise(&target).map_err(|e| match e {
+                ArchiveError::UnsafePath { why, .. } => {
+                    ArchiveError::UnsafePath { path: shown, why }
+                }
+                other => other,
+            })?;
+        }
+        let kind = entry.header().entry_type();
+        let layout_path = classify(&path);
+        if !kind.is_file() && kind != tar::EntryType::Continuous {
+            if kind.is_dir() || layout_path == LayoutPath::Other {
+                continue;
+            }
+            return Err(ArchiveError::UnsupportedEntry {
+                path,
+                kind: format!("{kind:?}").to_lowercase(),
+            });
+        }
+        let size = entry.size();
+        match layout_path {
+            LayoutPath::OciLayout => {
+                let bytes = importer.read_small(&mut entry, &path, size, 4096)?;
+                importer.layout_marker(&bytes)?;
+            }
+            LayoutPath::Index => {
+                let bytes = importer.read_small(&mut entry, &path, size, MANIFEST_LIMIT)?;
+                importer.index = Some(bytes);
+            }
+            LayoutPath::Blob(digest) => importer.blob(&digest, &path, size, &mut entry)?,
+            LayoutPath::Other => {}
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn read_dir(importer: &mut Importer, root: &Path) -> Result<(), ArchiveError> {
+    for (name, limit) in [(OCI_LAYOUT, 4096), (INDEX_JSON, MANIFEST_LIMIT)] {
+        let path = root.join(name);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).at(&path),
+        };
+        let size = file.metadata().at(&path)?.len();
+        let bytes = importer.read_small(file, name, size, limit)?;
+        if name == OCI_LAYOUT {
+            importer.layout_marker(&bytes)?;
+        } else {
+            importer.index = Some(bytes);
+        }
+    }
+    let blobs = root.join("blobs");
+    if !blobs.is_dir() {
+        return Ok(());
+    }
+    for algorithm in sorted_entries(&blobs)? {
+        if !algorithm.is_dir() {
+            continue;
+        }
+        for file in sorted_entries(&algorithm)? {
+            let relative = file
+                .strip_prefix(root)
+                .expect("listed under the root")
+                .to_string_lossy()
+                .into_owned();
+            let LayoutPath::Blob(digest) = classify(&relative) else {
+                continue;
+            };
+            let meta = fs::symlink_metadata(&file).at(&file)?;
+            if !meta.is_file() {
+                let kind = if meta.file_type().is_symlink() {
+                    "symlink"
+                } else {
+                    "special file"
+                };
+                return Err(ArchiveError::UnsupportedEntry {
+                    path: relative,
+                    kind: kind.into(),
+                });
+            }
+            let mut source = File::open(&file).at(&file)?;
+            importer.blob(&digest, &relative, meta.len(), &mut source)?;
+        }
+    }
+    Ok(())
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
+    let mut paths = fs::read_dir(dir)
+        .at(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .at(dir)?;
+    paths.sort();
+    Ok(paths)
+}
