@@ -7,6 +7,7 @@ mod copy;
 mod lockfile;
 mod maintain;
 mod pull;
+mod runtime;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +71,12 @@ enum Command {
     Du,
     /// List the images in the store.
     Ls,
+    /// Stream a stored image into podman or docker (`--into`), and check it arrived.
+    Load(runtime::LoadArgs),
+    /// Run a stored image in podman or docker, loading it first if the runtime lacks it.
+    Run(runtime::RunArgs),
+    /// Pull or sync images, then load each one the runtime does not already hold.
+    Warm(runtime::WarmArgs),
     /// Show a stored image: platform, layers, entrypoint (no network).
     Inspect {
         /// The image's name in the store (as `ls` shows it).
@@ -162,6 +169,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gc(args) => maintain::gc(&store, args, &out),
         Command::Du => maintain::du(&store, &out),
         Command::Ls => maintain::ls(&store, &out),
+        Command::Load(args) => runtime::load(&store, args, &out),
+        Command::Run(args) => runtime::run(&store, args, &out),
+        Command::Warm(args) => runtime::warm(&store, args, &out),
         Command::Inspect { name } => maintain::inspect(&store, name, &out),
     }
 }

@@ -1,1 +1,250 @@
 //! Container runtimes: handing images from the store to podman or docker.
+//!
+//! A [`ContainerRuntime`] drives a runtime's own command line (`podman`, `docker`)
+//! as child processes: it loads a stored image by streaming an archive of it into
+//! `load` on stdin (see [`archive`]), checks the runtime then reports the expected
+//! image ID (the config digest), answers whether it already holds an image, and runs
+//! one. A runtime that is missing or not running is one clear [`RuntimeError`].
+//!
+//! Names: an image is loaded under its store ref when that is a valid, fully
+//! qualified docker reference (`127.0.0.1:5000/tools/a:1`), else under a sanitized
+//! `localhost/...` name; see [`runtime_name`].
+
+pub mod archive;
+mod docker;
+mod image;
+mod naming;
+mod podman;
+mod process;
+
+use std::time::Instant;
+
+pub use archive::ArchiveError;
+pub use docker::Docker;
+pub use image::{ImageError, StoredImage};
+pub use naming::runtime_name;
+pub use podman::Podman;
+
+use crate::store::Store;
+
+/// Why a runtime could not do what was asked. Each reads as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{runtime} is not installed: no `{program}` on PATH")]
+    NotInstalled { runtime: String, program: String },
+    #[error("{runtime} is not running: {message}")]
+    NotRunning { runtime: String, message: String },
+    #[error("no container runtime named {0:?} (use podman or docker)")]
+    Unknown(String),
+    #[error("could not start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{runtime} {command} failed: {message}")]
+    Failed {
+        runtime: String,
+        command: String,
+        message: String,
+    },
+    #[error("{runtime} printed {what} stowage cannot read: {detail}")]
+    Unreadable {
+        runtime: String,
+        what: String,
+        detail: String,
+    },
+    #[error("{runtime} loaded the archive but has no image {name} afterwards")]
+    NotLoaded { runtime: String, name: String },
+    #[error("{runtime} holds {name} as image {actual}, not the expected {expected}")]
+    WrongImage {
+        runtime: String,
+        name: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+}
+
+/// A runtime that answered its health check.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuntimeInfo {
+    pub name: String,
+    pub version: String,
+}
+
+/// An image as a runtime reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuntimeImage {
+    /// `sha256:<hex>` of the image config (podman prints the hex alone; normalized).
+    pub id: String,
+    pub tags: Vec<String>,
+    /// `name@sha256:...` manifest digests the runtime recorded (podman does for
+    /// oci-archives; docker's loads record none).
+    pub digests: Vec<String>,
+}
+
+impl RuntimeImage {
+    /// Whether `digest` is this image's ID (config digest) or one of its recorded
+    /// manifest digests. A bare hex digest is taken as sha256.
+    pub fn matches(&self, digest: &str) -> bool {
+        let digest = with_algorithm(digest);
+        self.id == digest
+            || self
+                .digests
+                .iter()
+                .any(|d| d.ends_with(&format!("@{digest}")))
+    }
+}
+
+/// What a load did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadedImage {
+    /// The name the runtime holds it under.
+    pub name: String,
+    /// `sha256:<config hex>`, checked against the runtime's answer.
+    pub id: String,
+    /// Bytes of archive streamed into the runtime.
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// A container to start.
+#[derive(Debug, Clone, Default)]
+pub struct RunSpec {
+    /// A name or ID the runtime knows.
+    pub image: String,
+    /// The command and arguments; empty runs the image's own.
+    pub command: Vec<String>,
+}
+
+/// A container runtime driven through its command line.
+pub trait ContainerRuntime {
+    /// `podman` or `docker`.
+    fn name(&self) -> &str;
+
+    /// Whether the runtime answers (for docker: the daemon is running).
+    fn health_check(&self) -> Result<RuntimeInfo, RuntimeError>;
+
+    /// Streams `image` from `store` into the runtime under `name`, then checks the
+    /// runtime reports `name` as the image (ID = config digest).
+    fn load(
+        &self,
+        store: &Store,
+        image: &StoredImage,
+        name: &str,
+    ) -> Result<LoadedImage, RuntimeError>;
+
+    /// The image `image_ref` (a name or ID) names in the runtime, if any.
+    fn inspect(&self, image_ref: &str) -> Result<Option<RuntimeImage>, RuntimeError>;
+
+    /// Starts a container (removed when it exits) on the caller's terminal; returns
+    /// its exit code.
+    fn run(&self, spec: &RunSpec) -> Result<i32, RuntimeError>;
+
+    /// Whether the runtime holds `image_ref` as the image `digest`: its ID (config
+    /// digest, which both runtimes report) or a manifest digest it recorded. Asks the
+    /// runtime every time; a runtime that cannot answer holds nothing.
+    fn is_locally_available(&self, image_ref: &str, digest: &str) -> bool {
+        match self.inspect(image_ref) {
+            Ok(Some(image)) => image.matches(digest),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::debug!(runtime = self.name(), error = %e, "inspect failed");
+                false
+            }
+        }
+    }
+}
+
+/// The runtime called `name`, configured from the environment
+/// ([`Podman::from_env`], [`Docker::from_env`]).
+pub fn by_name(name: &str) -> Result<Box<dyn ContainerRuntime>, RuntimeError> {
+    match name {
+        "podman" => Ok(Box::new(Podman::from_env())),
+        "docker" => Ok(Box::new(Docker::from_env())),
+        other => Err(RuntimeError::Unknown(other.to_string())),
+    }
+}
+
+/// The last step of every load: the runtime must now hold `name` as `image`.
+pub(crate) fn check_loaded(
+    runtime: &dyn ContainerRuntime,
+    image: &StoredImage,
+    name: &str,
+    bytes: u64,
+    started: Instant,
+) -> Result<LoadedImage, RuntimeError> {
+    let expected = image.config.digest().to_string();
+    let found = runtime
+        .inspect(name)?
+        .ok_or_else(|| RuntimeError::NotLoaded {
+            runtime: runtime.name().to_string(),
+            name: name.to_string(),
+        })?;
+    if found.id != expected {
+        return Err(RuntimeError::WrongImage {
+            runtime: runtime.name().to_string(),
+            name: name.to_string(),
+            expected,
+            actual: found.id,
+        });
+    }
+    Ok(LoadedImage {
+        name: name.to_string(),
+        id: expected,
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Reads `[{"Id": ..., "RepoTags": [...], "RepoDigests": [...]}]`, what both
+/// `podman image inspect` and `docker image inspect` print.
+pub(crate) fn parse_inspect(runtime: &str, stdout: &str) -> Result<RuntimeImage, RuntimeError> {
+    let unreadable = |detail: String| RuntimeError::Unreadable {
+        runtime: runtime.to_string(),
+        what: "image inspect output".to_string(),
+        detail,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(stdout).map_err(|e| unreadable(e.to_string()))?;
+    let first = value
+        .as_array()
+        .and_then(|a| a.first())
+        .ok_or_else(|| unreadable("no image in the answer".to_string()))?;
+    let id = first["Id"]
+        .as_str()
+        .ok_or_else(|| unreadable("no Id".to_string()))?;
+    let strings = |key: &str| -> Vec<String> {
+        first[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(RuntimeImage {
+        id: with_algorithm(id),
+        tags: strings("RepoTags"),
+        digests: strings("RepoDigests"),
+    })
+}
+
+/// The whitespace-separated words of environment variable `key`, if it is set.
+pub(crate) fn env_words(key: &str) -> Option<Vec<String>> {
+    let value = std::env::var(key).ok()?;
+    Some(value.split_whitespace().map(String::from).collect())
+}
+
+fn with_algorithm(digest: &str) -> String {
+    if digest.contains(':') {
+        digest.to_string()
+    } else {
+        format!("sha256:{digest}")
+    }
+}
