@@ -77,6 +77,9 @@ pub enum PullError {
 
 /// The images a reference resolved to, with the manifests to store.
 struct Resolved {
+    /// The ref's descriptor when the image was resolved from the store: it stays as
+    /// it is recorded (an offline pull never narrows an index to one platform).
+    stored: Option<Descriptor>,
     /// The index, when the reference names one.
     index: Option<FetchedManifest>,
     images: Vec<(
@@ -100,7 +103,7 @@ pub async fn pull(
     let name = reference.to_string();
     let cached = reference.digest.is_none() && cache_is_fresh(store, &tags, &name, options.ttl)?;
     let resolved = if options.offline || cached {
-        resolve_offline(store, reference)?
+        resolve_offline(store, reference, options)?
     } else {
         resolve(&client, store, reference, options).await?
     };
@@ -176,10 +179,14 @@ pub async fn pull(
             (descriptor, index.as_ref().map(|i| i.digest.to_string()))
         }
     };
-    store.set_ref(&name, &root)?;
-    if !cached && !options.offline {
-        tags.put(&name, root.digest())?;
-    }
+    let root = match resolved.stored {
+        Some(stored) => stored,
+        None => {
+            store.set_ref(&name, &root)?;
+            tags.put(&name, root.digest())?;
+            root
+        }
+    };
     Ok(PullReport {
         reference: name,
         manifest_digest: root.digest().to_string(),
@@ -224,6 +231,7 @@ async fn resolve(
     let top = manifest(client, store, reference, &reference.target()).await?;
     match top.parse(&reference.to_string())? {
         ManifestKind::Image(image) => Ok(Resolved {
+            stored: None,
             index: None,
             images: vec![(top, image, None)],
         }),
@@ -254,6 +262,7 @@ async fn resolve(
                 }
             }
             Ok(Resolved {
+                stored: None,
                 index: Some(top),
                 images,
             })
@@ -278,7 +287,11 @@ async fn manifest(
 }
 
 /// The image a ref names, from the store alone.
-fn resolve_offline(store: &Store, reference: &Reference) -> Result<Resolved, PullError> {
+fn resolve_offline(
+    store: &Store,
+    reference: &Reference,
+    options: &PullOptions,
+) -> Result<Resolved, PullError> {
     let name = reference.to_string();
     let not_local = |detail: String| PullError::NotLocal {
         reference: name.clone(),
@@ -293,12 +306,18 @@ fn resolve_offline(store: &Store, reference: &Reference) -> Result<Resolved, Pul
     let top = FetchedManifest::from_stored(bytes, descriptor.digest().clone());
     match top.parse(&name)? {
         ManifestKind::Image(image) => Ok(Resolved {
+            stored: Some(descriptor.clone()),
             index: None,
             images: vec![(top, image, descriptor.platform().clone())],
         }),
         ManifestKind::Index(index) => {
+            let chosen: Vec<&Descriptor> = if options.all_platforms {
+                index.manifests().iter().collect()
+            } else {
+                vec![choose_platform(&index, &options.platform, reference)?]
+            };
             let mut images = Vec::new();
-            for child in index.manifests() {
+            for child in chosen {
                 let bytes = store
                     .read_blob(child.digest(), MANIFEST_LIMIT)
                     .map_err(|e| not_local(format!(": {e}")))?;
@@ -308,6 +327,7 @@ fn resolve_offline(store: &Store, reference: &Reference) -> Result<Resolved, Pul
                 }
             }
             Ok(Resolved {
+                stored: Some(descriptor.clone()),
                 index: Some(top),
                 images,
             })

@@ -134,6 +134,11 @@ fn an_index_resolves_to_the_requested_platform_and_a_docker_list_works_too() {
     }
     let all = env.pull(&["--all-platforms", &env.via_proxy("docker/list:2")]);
     assert_eq!(all["manifest_digest"], list.to_string());
+    // An offline pull for one platform leaves the recorded index as it is.
+    let offline = env.pull(&["--offline", &env.via_proxy("docker/list:2")]);
+    assert_eq!(offline["manifest_digest"], list.to_string());
+    let listed = env.json(&["ls"]);
+    assert!(listed.to_string().contains(&list.to_string()), "{listed}");
     assert!(env.stowage(&["verify"]).status.success());
 }
 
