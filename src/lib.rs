@@ -7,6 +7,7 @@ pub use stowage_store as store;
 
 mod bvlock;
 pub mod expect;
+pub mod factored;
 pub mod inspect;
 pub mod layers;
 pub mod lockfile;

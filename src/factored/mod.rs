@@ -1,0 +1,2 @@
+//! Factored images: one layer per conda package, so images that share packages share
+//! layers (DESIGN.md, "Factored images").
