@@ -338,7 +338,7 @@ fn resolve_offline(
 /// Fetches every missing blob, each in its own task (the client bounds how many
 /// download at once). Returns (blobs fetched, bytes fetched, bytes another process
 /// stored meanwhile).
-async fn fetch_all(
+pub(crate) async fn fetch_all(
     client: &Arc<Client>,
     store: &Store,
     reference: &Reference,

@@ -4,6 +4,7 @@
 mod archive;
 mod blobs;
 mod copy;
+mod factored;
 mod lockfile;
 mod maintain;
 mod pull;
@@ -61,6 +62,10 @@ enum Command {
     Copy(copy::CopyArgs),
     /// Push every image of a list to one registry.
     Mirror(copy::MirrorArgs),
+    /// Fetch only the listed layers the store lacks.
+    EnsureLayers(factored::EnsureArgs),
+    /// Build an image from layers already in the store (no network).
+    Assemble(factored::AssembleArgs),
     /// Add a blob from a file or stdin, checked against its expected digest and size.
     Ingest(blobs::IngestArgs),
     /// Re-hash stored blobs, quarantine corrupt ones, and report what refs lack.
@@ -163,6 +168,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(args) => archive::export(&store, args, &out),
         Command::Import(args) => archive::import(&store, args, &out),
         Command::Copy(args) => copy::copy(&store, args, &out),
+        Command::EnsureLayers(args) => factored::ensure(&store, args, &out),
+        Command::Assemble(args) => factored::assemble(&store, args, &out),
         Command::Mirror(args) => copy::mirror(&store, args, &out),
         Command::Ingest(args) => blobs::ingest(&store, args, &out),
         Command::Verify(args) => maintain::verify(&store, args, &out),

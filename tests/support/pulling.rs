@@ -82,6 +82,17 @@ impl Env {
         serde_json::from_slice(&output.stdout).unwrap()
     }
 
+    /// Runs `work` and checks it sent nothing through the proxy (no network).
+    pub fn without_network(&self, work: impl FnOnce()) {
+        self.proxy.reset_log();
+        work();
+        assert!(
+            self.proxy.log().is_empty(),
+            "reached the network: {:?}",
+            self.proxy.log()
+        );
+    }
+
     /// Blob GETs the proxy saw for one digest.
     pub fn gets_of(&self, digest: &Digest) -> Vec<stowage_faultproxy::Record> {
         let suffix = format!("/blobs/{digest}");

@@ -1,0 +1,194 @@
+//! `stowage ensure-layers` and `stowage assemble`: fetch only the layers a node lacks,
+//! then build the image from local layers with no network.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+use serde_json::json;
+use stowage::factored::assemble::{assemble_image, base_image, AssembleLayer, RunConfig};
+use stowage::factored::ensure::{ensure_layers, EnsureReport};
+use stowage::lockfile::read_pins;
+use stowage::pull::PullOptions;
+use stowage::reference::Reference;
+use stowage::store::{parse_digest, Descriptor, MediaType, Store};
+
+use super::pull::{progress_for, runtime, RegistryArgs};
+use super::Output;
+
+#[derive(Debug, Args)]
+pub struct EnsureArgs {
+    /// The repository to fetch from ([registry/]repository; a tag is ignored).
+    #[arg(required_unless_present = "lock")]
+    repository: Option<String>,
+    /// Layers as DIGEST:SIZE.
+    #[arg(requires = "repository")]
+    layers: Vec<String>,
+    /// Every layer every image of this lockfile (stowage.lock or bv.lock) pins, each
+    /// from its own image's repository.
+    #[arg(long, value_name = "LOCKFILE", conflicts_with = "repository")]
+    lock: Option<PathBuf>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+pub fn ensure(store: &Store, args: &EnsureArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let mut jobs: Vec<(Reference, Vec<Descriptor>)> = Vec::new();
+    if let Some(lock) = &args.lock {
+        for pin in read_pins(lock)? {
+            let layers = pin
+                .layers
+                .iter()
+                .map(|l| {
+                    Descriptor::new(
+                        MediaType::from(l.media_type.as_str()),
+                        l.size,
+                        l.digest.clone(),
+                    )
+                })
+                .collect();
+            jobs.push((pin.reference.parse()?, layers));
+        }
+    } else if let Some(repository) = &args.repository {
+        let layers = args
+            .layers
+            .iter()
+            .map(|l| {
+                let (digest, size) = l
+                    .rsplit_once(':')
+                    .with_context(|| format!("{l}: a layer is DIGEST:SIZE"))?;
+                let size: u64 = size
+                    .parse()
+                    .with_context(|| format!("{l}: a layer is DIGEST:SIZE"))?;
+                Ok(Descriptor::new(
+                    MediaType::Other("application/octet-stream".into()),
+                    size,
+                    parse_digest(digest)?,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        jobs.push((repository.parse()?, layers));
+    }
+    let registries: Vec<String> = jobs.iter().map(|(r, _)| r.registry.clone()).collect();
+    let registries: Vec<&str> = registries.iter().map(String::as_str).collect();
+    let client = args.registry.client(&registries)?;
+    let rt = runtime()?;
+    let mut total = EnsureReport::default();
+    for (reference, layers) in &jobs {
+        let report = rt.block_on(ensure_layers(
+            client.clone(),
+            store,
+            reference,
+            layers,
+            &PullOptions::default(),
+            progress_for(out),
+        ))?;
+        total.layers += report.layers;
+        total.fetched += report.fetched;
+        total.bytes_fetched += report.bytes_fetched;
+        total.bytes_present += report.bytes_present;
+    }
+    out.line(format!(
+        "{} layers: fetched {} ({}), {} already present",
+        total.layers,
+        total.fetched,
+        indicatif::HumanBytes(total.bytes_fetched),
+        indicatif::HumanBytes(total.bytes_present)
+    ));
+    out.json(serde_json::to_value(&total)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct AssembleArgs {
+    /// The name to record the image under in the store.
+    name: String,
+    /// A stored image whose layers come first and whose run configuration (os,
+    /// architecture, env, entrypoint, cmd) the new image starts from.
+    #[arg(long)]
+    base: Option<String>,
+    /// A JSON file listing the layers to add: [{"digest", "size", "media_type",
+    /// "diff_id"?, "annotations"?}].
+    #[arg(long, value_name = "FILE")]
+    layers: Option<PathBuf>,
+    /// Add to the environment (NAME=VALUE); repeatable.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// The entrypoint, as a JSON array or one word.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// The command, as a JSON array or one word.
+    #[arg(long)]
+    cmd: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LayerSpec {
+    digest: String,
+    size: u64,
+    media_type: String,
+    diff_id: Option<String>,
+    #[serde(default)]
+    annotations: HashMap<String, String>,
+}
+
+fn words(value: &str) -> Vec<String> {
+    serde_json::from_str(value).unwrap_or_else(|_| vec![value.to_string()])
+}
+
+pub fn assemble(store: &Store, args: &AssembleArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let (mut run, mut layers) = match &args.base {
+        Some(base) => base_image(store, base)?,
+        None => (
+            RunConfig {
+                os: "linux".into(),
+                architecture: stowage::platform::Platform::host().architecture,
+                ..RunConfig::default()
+            },
+            Vec::new(),
+        ),
+    };
+    if let Some(path) = &args.layers {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let specs: Vec<LayerSpec> = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a list of layers", path.display()))?;
+        for spec in specs {
+            let mut descriptor = Descriptor::new(
+                MediaType::from(spec.media_type.as_str()),
+                spec.size,
+                parse_digest(&spec.digest)?,
+            );
+            if !spec.annotations.is_empty() {
+                descriptor.set_annotations(Some(spec.annotations));
+            }
+            layers.push(AssembleLayer {
+                descriptor,
+                diff_id: spec.diff_id.as_deref().map(parse_digest).transpose()?,
+            });
+        }
+    }
+    run.env.extend(args.env.iter().cloned());
+    if let Some(entrypoint) = &args.entrypoint {
+        run.entrypoint = Some(words(entrypoint));
+    }
+    if let Some(cmd) = &args.cmd {
+        run.cmd = Some(words(cmd));
+    }
+    let descriptor = assemble_image(store, &args.name, &run, &layers)?;
+    out.line(format!(
+        "{} {} ({} layers)",
+        args.name,
+        descriptor.digest(),
+        layers.len()
+    ));
+    out.json(json!({
+        "name": args.name,
+        "manifest_digest": descriptor.digest().to_string(),
+        "layers": layers.len(),
+    }));
+    Ok(ExitCode::SUCCESS)
+}
