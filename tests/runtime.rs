@@ -410,6 +410,44 @@ fn timing_of_200_mb_images() {
             {
                 eprintln!("  {line}");
             }
+            // The runtime's own share: the same image with uncompressed layers, as
+            // skopeo writes it to a file, loaded from that file.
+            let (transport, load) = match into {
+                "docker" => ("docker-archive", vec!["docker", "load", "-i"]),
+                _ => ("oci-archive", vec!["podman", "load", "-i"]),
+            };
+            if into == "docker" && compression == Compression::Zstd {
+                continue; // skopeo cannot write zstd layers to a docker-archive
+            }
+            let file = env.dir.path().join(format!("baseline-{into}.tar"));
+            let _ = std::fs::remove_file(&file);
+            let source = format!("oci:{}:{reference}", env.store().display());
+            let dest = format!("{transport}:{}:{reference}", file.display());
+            assert_ok(
+                &Command::new("skopeo")
+                    .args(["copy", "-q", "--dest-decompress", &source, &dest])
+                    .output()
+                    .unwrap(),
+                "skopeo copy",
+            );
+            // A fresh runtime state, so no layer is skipped as already present.
+            let mut command = Command::new(load[0]);
+            if into == "podman" {
+                command.args(&Podman::new(&env.dir.path().join(repo_tag)).args);
+            } else {
+                let removed = Command::new("docker")
+                    .args(["rmi", &reference])
+                    .output()
+                    .unwrap();
+                assert_ok(&removed, "docker rmi");
+            }
+            let started = Instant::now();
+            let output = command.args(&load[1..]).arg(&file).output().unwrap();
+            assert_ok(&output, "baseline load");
+            eprintln!(
+                "  baseline: {into} loads skopeo's {transport} file in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
         }
     }
 }

@@ -21,7 +21,7 @@ pub const PODMAN_RUN: [&str; 8] = [
 
 /// podman with a storage of its own under `dir`.
 pub struct Podman {
-    args: Vec<String>,
+    pub args: Vec<String>,
 }
 
 impl Podman {
