@@ -85,7 +85,7 @@ fn assemble_builds_from_local_layers_and_names_a_wrong_diff_id() {
     // A layer not in the store is named, and nothing is recorded.
     std::fs::write(
         &layers_file,
-        serde_json::to_vec(&json!([spec(&zstd, &zstd.diff_id.to_string())])).unwrap(),
+        serde_json::to_vec(&json!([spec(&zstd, zstd.diff_id.as_ref())])).unwrap(),
     )
     .unwrap();
     let output = env.stowage(&[
@@ -116,7 +116,7 @@ fn assemble_builds_from_local_layers_and_names_a_wrong_diff_id() {
         std::fs::write(
             &layers_file,
             serde_json::to_vec(&json!([
-                spec(&zstd, &zstd.diff_id.to_string()),
+                spec(&zstd, zstd.diff_id.as_ref()),
                 spec(&gzip, &wrong)
             ]))
             .unwrap(),
@@ -137,15 +137,15 @@ fn assemble_builds_from_local_layers_and_names_a_wrong_diff_id() {
             "{message}"
         );
         assert!(
-            message.contains(&wrong) && message.contains(&gzip.diff_id.to_string()),
+            message.contains(&wrong) && message.contains(gzip.diff_id.as_ref()),
             "{message}"
         );
 
         std::fs::write(
             &layers_file,
             serde_json::to_vec(&json!([
-                spec(&zstd, &zstd.diff_id.to_string()),
-                spec(&gzip, &gzip.diff_id.to_string())
+                spec(&zstd, zstd.diff_id.as_ref()),
+                spec(&gzip, gzip.diff_id.as_ref())
             ]))
             .unwrap(),
         )

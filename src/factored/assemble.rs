@@ -38,9 +38,9 @@ pub enum AssembleError {
     DiffId {
         image: String,
         index: usize,
-        digest: Digest,
-        expected: Digest,
-        actual: Digest,
+        digest: String,
+        expected: String,
+        actual: String,
     },
     #[error("{image}: layer {index}: {detail}")]
     Layer {
@@ -152,9 +152,9 @@ pub fn assemble_image(
                 return Err(AssembleError::DiffId {
                     image: name.to_string(),
                     index,
-                    digest: layer.descriptor.digest().clone(),
-                    expected: expected.clone(),
-                    actual,
+                    digest: layer.descriptor.digest().to_string(),
+                    expected: expected.to_string(),
+                    actual: actual.to_string(),
                 });
             }
         }
