@@ -9,6 +9,7 @@ mod lockfile;
 mod maintain;
 mod pull;
 mod runtime;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +77,8 @@ enum Command {
     Du,
     /// List the images in the store.
     Ls,
+    /// Serve the store as a read-only registry (GET/HEAD, Range) on a local address.
+    Serve(serve::ServeArgs),
     /// Stream a stored image into podman or docker (`--into`), and check it arrived.
     Load(runtime::LoadArgs),
     /// Run a stored image in podman or docker, loading it first if the runtime lacks it.
@@ -176,6 +179,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gc(args) => maintain::gc(&store, args, &out),
         Command::Du => maintain::du(&store, &out),
         Command::Ls => maintain::ls(&store, &out),
+        Command::Serve(args) => serve::serve(&store, args, &out),
         Command::Load(args) => runtime::load(&store, args, &out),
         Command::Run(args) => runtime::run(&store, args, &out),
         Command::Warm(args) => runtime::warm(&store, args, &out),

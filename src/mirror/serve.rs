@@ -1,0 +1,246 @@
+//! `stowage serve`: the store as a read-only OCI distribution registry, so podman,
+//! docker, skopeo and containerd on a node pull from localhost.
+//!
+//! Endpoints (GET and HEAD; anything that would write gets 405 `UNSUPPORTED`):
+//! - `/v2/`: 200 with `Docker-Distribution-API-Version: registry/2.0`;
+//! - `/v2/<name>/manifests/<tag|digest>`: the stored document byte for byte, with its
+//!   own media type as `Content-Type`, `Docker-Content-Digest` and `Content-Length`;
+//! - `/v2/<name>/blobs/<digest>`: any stored blob, streamed from disk, with
+//!   `Range: bytes=a-b`, `bytes=a-` and `bytes=-n` (206, or 416 past the end);
+//! - `/v2/<name>/tags/list` and `/v2/_catalog`, paginated with `n` and `last`.
+//!
+//! Each ref of the store is served under its repository path without the registry
+//! host (`127.0.0.1:5000/tools/samtools:1.20` as `tools/samtools:1.20`, and
+//! `docker.io/library/alpine` as `library/alpine` or `alpine`). When two refs map to
+//! the same repository and tag, the first in index.json wins and the other is served
+//! by digest only. Errors are the spec's JSON documents
+//! (`{"errors":[{"code":"MANIFEST_UNKNOWN","message":...}]}`). The store is read as it
+//! is at each request: refs pulled while serving appear at once.
+
+mod blob;
+mod catalog;
+mod manifest;
+mod response;
+mod routes;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::store::{Store, StoreError};
+use catalog::CatalogCache;
+
+/// How a server behaves; [`ServeOptions::default`] is what `stowage serve` uses.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Hash every blob served whole and cut the response short, never completing it,
+    /// if the bytes on disk no longer match their digest. Off by default: it costs
+    /// about a core per 2 GB/s, and every client checks the digests itself.
+    pub verify_blobs: bool,
+    /// How long a shutdown waits for requests in flight (a blob half sent) to finish
+    /// before it drops their connections (default 10 s).
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            verify_blobs: false,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listening socket could not be opened.
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The listening socket has no local address.
+    #[error("reading the listening address: {0}")]
+    LocalAddr(#[source] io::Error),
+    /// The store's index.json could not be read when the server started.
+    #[error("reading the store's refs: {0}")]
+    Store(#[from] StoreError),
+    /// The server task failed (panicked or was cancelled).
+    #[error("the server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// What every request handler shares.
+#[derive(Clone)]
+struct State(Arc<Inner>);
+
+struct Inner {
+    store: Store,
+    catalog: CatalogCache,
+    options: ServeOptions,
+}
+
+impl std::ops::Deref for State {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Opens the listening socket (`host:port`; port 0 picks a free one).
+pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// Serves `store` on `listener` until `shutdown` completes; then stops accepting,
+/// lets requests in flight finish (at most [`ServeOptions::drain_timeout`]) and
+/// returns. Fails at once if the store's refs cannot be read; errors of single
+/// requests and connections are answered or logged, never fatal.
+pub async fn serve(
+    store: Store,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    serve_with(store, listener, shutdown, ServeOptions::default()).await
+}
+
+/// [`serve`] with options.
+pub async fn serve_with(
+    store: Store,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    options: ServeOptions,
+) -> Result<(), ServeError> {
+    let drain_timeout = options.drain_timeout;
+    let state = State(Arc::new(Inner {
+        catalog: CatalogCache::new(store.clone()),
+        store,
+        options,
+    }));
+    {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || state.catalog.get()).await??;
+    }
+    let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+    tracing::info!("serving {} on http://{addr}", state.store.root().display());
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let (stop, stopping) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let connection = connection(builder.clone(), state.clone(), stream, stopping.clone());
+                    connections.spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!("connection from {peer}: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(drain_timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "{} connections still busy after {drain_timeout:?}; dropping them",
+            connections.len()
+        );
+        connections.shutdown().await;
+    }
+    tracing::info!("stopped serving on http://{addr}");
+    Ok(())
+}
+
+/// One connection (HTTP/1.1, or HTTP/2 with prior knowledge), shut down gracefully
+/// once `stopping` turns true: requests in flight finish, idle connections close.
+async fn connection(
+    builder: auto::Builder<TokioExecutor>,
+    state: State,
+    stream: tokio::net::TcpStream,
+    mut stopping: watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let service = hyper::service::service_fn(move |request| routes::handle(state.clone(), request));
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        _ = stopping.wait_for(|stop| *stop) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
+}
+
+/// A server running on its own task, for tests and embedding: started on a given
+/// address (port 0 for a free one), stopped with [`Server::stop`].
+pub struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl Server {
+    /// Binds `addr` and serves `store` on a task of the current runtime.
+    pub async fn start(
+        store: Store,
+        addr: &str,
+        options: ServeOptions,
+    ) -> Result<Self, ServeError> {
+        let listener = bind(addr).await?;
+        let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let task = tokio::spawn(serve_with(store, listener, shutdown, options));
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets requests in flight finish, and waits for the server.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await?
+    }
+}

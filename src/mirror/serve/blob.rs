@@ -1,0 +1,279 @@
+//! `GET`/`HEAD /v2/<name>/blobs/<digest>`: a stored blob streamed from disk, whole or
+//! one byte range.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::header::{
+    HeaderMap, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE,
+};
+use hyper::{Response, StatusCode};
+use tokio::sync::mpsc;
+
+use super::response::{response, ApiError, BlobStream, Body, ErrorCode};
+use super::State;
+use crate::store::{parse_digest, Digest, Hasher};
+
+/// Bytes read from disk at a time.
+const CHUNK: usize = 1 << 20;
+
+/// Chunks read ahead of the client (memory per response: about this many + 1 chunks).
+const READ_AHEAD: usize = 4;
+
+/// Answers a blob request. Any stored blob is served under any served repository name.
+/// With [`ServeOptions::verify_blobs`](super::ServeOptions), a whole blob is hashed
+/// while it streams and the response is cut short, never completed, if the bytes on
+/// disk no longer match the digest; a range is never checked.
+pub(super) async fn blob(
+    state: &State,
+    name: &str,
+    digest: &str,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response<Body>, ApiError> {
+    let digest = parse_digest(digest).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::DigestInvalid,
+            e.to_string(),
+        )
+    })?;
+    let (file, size) = {
+        let (state, name, digest) = (state.clone(), name.to_string(), digest.clone());
+        tokio::task::spawn_blocking(move || open(&state, &name, &digest))
+            .await
+            .map_err(ApiError::internal)??
+    };
+    let range = headers
+        .get(RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(Range::Whole, |v| Range::parse(v, size));
+    let builder = response(StatusCode::OK)
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .header(ACCEPT_RANGES, "bytes")
+        .header("Docker-Content-Digest", digest.to_string())
+        .header(ETAG, format!("\"{digest}\""));
+    let (builder, start, len) = match range {
+        Range::Whole => (builder, 0, size),
+        Range::Bytes { start, end } => (
+            builder
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(CONTENT_RANGE, format!("bytes {start}-{end}/{size}")),
+            start,
+            end + 1 - start,
+        ),
+        Range::Unsatisfiable => {
+            return builder
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(CONTENT_RANGE, format!("bytes */{size}"))
+                .header(CONTENT_LENGTH, 0)
+                .body(Body::Empty)
+                .map_err(ApiError::internal);
+        }
+    };
+    let body = if head || len == 0 {
+        Body::Empty
+    } else {
+        let verify = (state.options.verify_blobs && len == size).then_some(digest);
+        stream(file, start, len, verify)
+    };
+    builder
+        .header(CONTENT_LENGTH, len)
+        .body(body)
+        .map_err(ApiError::internal)
+}
+
+/// Checks the repository is served and opens the blob (blocking).
+fn open(state: &State, name: &str, digest: &Digest) -> Result<(File, u64), ApiError> {
+    let catalog = state.catalog.get().map_err(ApiError::internal)?;
+    if catalog.repository(name).is_none() {
+        return Err(ApiError::name_unknown(name));
+    }
+    let path = state.store.blob_path(digest);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::BlobUnknown,
+                format!("blob {digest} is not in this store"),
+            ))
+        }
+        Err(e) => return Err(ApiError::internal(format!("{}: {e}", path.display()))),
+    };
+    let size = file
+        .metadata()
+        .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?
+        .len();
+    Ok((file, size))
+}
+
+/// What a `Range` header asks of a blob of known size.
+#[derive(Debug, PartialEq, Eq)]
+enum Range {
+    /// No range, or one this server ignores (several ranges, other units, bad syntax):
+    /// the whole blob, as RFC 9110 allows.
+    Whole,
+    /// Bytes `start..=end`, clamped to the blob.
+    Bytes { start: u64, end: u64 },
+    /// A range that starts past the end (416).
+    Unsatisfiable,
+}
+
+impl Range {
+    /// Parses `bytes=a-b`, `bytes=a-` and `bytes=-n`.
+    fn parse(header: &str, size: u64) -> Self {
+        let Some(spec) = header.trim().strip_prefix("bytes=") else {
+            return Self::Whole;
+        };
+        if spec.contains(',') {
+            return Self::Whole;
+        }
+        let Some((first, last)) = spec.trim().split_once('-') else {
+            return Self::Whole;
+        };
+        let number = |s: &str| s.trim().parse::<u64>().ok();
+        match (first.trim().is_empty(), last.trim().is_empty()) {
+            // bytes=-n: the last n bytes.
+            (true, false) => match number(last) {
+                Some(0) => Self::Unsatisfiable,
+                Some(n) if size > 0 => Self::Bytes {
+                    start: size.saturating_sub(n),
+                    end: size - 1,
+                },
+                Some(_) => Self::Unsatisfiable,
+                None => Self::Whole,
+            },
+            (false, _) => {
+                let Some(start) = number(first) else {
+                    return Self::Whole;
+                };
+                let end = if last.trim().is_empty() {
+                    u64::MAX
+                } else {
+                    match number(last) {
+                        Some(end) if end >= start => end,
+                        _ => return Self::Whole,
+                    }
+                };
+                if start >= size {
+                    Self::Unsatisfiable
+                } else {
+                    Self::Bytes {
+                        start,
+                        end: end.min(size - 1),
+                    }
+                }
+            }
+            (true, true) => Self::Whole,
+        }
+    }
+}
+
+/// A body fed by a task that reads `len` bytes from `start` a chunk at a time on the
+/// blocking pool, keeping at most [`READ_AHEAD`] chunks ahead of the client. With
+/// `verify`, the bytes are hashed on the way and the last chunk is withheld (the
+/// response fails) if they do not match.
+fn stream(file: File, start: u64, len: u64, verify: Option<Digest>) -> Body {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    tokio::spawn(pump(file, start, len, verify, tx));
+    Body::Stream(BlobStream {
+        chunks: rx,
+        remaining: len,
+    })
+}
+
+async fn pump(
+    file: File,
+    start: u64,
+    len: u64,
+    verify: Option<Digest>,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) {
+    let file = Arc::new(file);
+    let end = start + len;
+    let mut hasher = match &verify {
+        Some(digest) => Hasher::new(digest).ok(),
+        None => None,
+    };
+    let mut offset = start;
+    while offset < end {
+        let n = (end - offset).min(CHUNK as u64) as usize;
+        let last = offset + n as u64 == end;
+        let file = file.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            // Read into spare capacity: no zeroing of a buffer about to be overwritten.
+            let mut reader = &*file;
+            reader.seek(SeekFrom::Start(offset))?;
+            let mut buf = Vec::with_capacity(n);
+            reader.take(n as u64).read_to_end(&mut buf)?;
+            if buf.len() < n {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the blob ends at byte {}", offset + buf.len() as u64),
+                ));
+            }
+            if let Some(hasher) = hasher.as_mut() {
+                hasher.update(&buf);
+            }
+            Ok::<_, io::Error>((Bytes::from(buf), hasher))
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
+        let chunk = match read {
+            Ok((chunk, h)) => {
+                hasher = h;
+                chunk
+            }
+            Err(e) => {
+                tracing::warn!("serve: reading a blob at byte {offset}: {e}");
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        };
+        if last {
+            if let (Some(hasher), Some(expected)) = (hasher.take(), verify.as_ref()) {
+                let actual = hasher.finish();
+                if actual != *expected {
+                    let message = format!(
+                        "stored blob {expected} is corrupt: it hashes to {actual} \
+                         (run `stowage verify`)"
+                    );
+                    tracing::error!("serve: {message}");
+                    let _ = tx
+                        .send(Err(io::Error::new(io::ErrorKind::InvalidData, message)))
+                        .await;
+                    return;
+                }
+            }
+        }
+        if tx.send(Ok(chunk)).await.is_err() {
+            return; // the client went away
+        }
+        offset += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Range;
+
+    #[test]
+    fn ranges() {
+        let bytes = |start, end| Range::Bytes { start, end };
+        assert_eq!(Range::parse("bytes=100-199", 1000), bytes(100, 199));
+        assert_eq!(Range::parse("bytes=100-", 1000), bytes(100, 999));
+        assert_eq!(Range::parse("bytes=900-5000", 1000), bytes(900, 999));
+        assert_eq!(Range::parse("bytes=-10", 1000), bytes(990, 999));
+        assert_eq!(Range::parse("bytes=-5000", 1000), bytes(0, 999));
+        assert_eq!(Range::parse("bytes=1000-", 1000), Range::Unsatisfiable);
+        assert_eq!(Range::parse("bytes=0-0", 0), Range::Unsatisfiable);
+        assert_eq!(Range::parse("bytes=-0", 1000), Range::Unsatisfiable);
+        assert_eq!(Range::parse("bytes=5-1", 1000), Range::Whole);
+        assert_eq!(Range::parse("bytes=0-1,5-6", 1000), Range::Whole);
+        assert_eq!(Range::parse("items=0-1", 1000), Range::Whole);
+        assert_eq!(Range::parse("bytes=x-1", 1000), Range::Whole);
+    }
+}

@@ -1,0 +1,106 @@
+//! What `serve` offers: the store's refs as repositories and tags, re-read whenever
+//! index.json changes.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex};
+
+use crate::reference::Reference;
+use crate::store::{Descriptor, Store, StoreError, StoreRef};
+
+/// The served repositories (a ref's repository path without the registry host) and,
+/// for each, its tags.
+///
+/// Built from index.json in file order, and the first ref wins: when two refs map to
+/// the same repository and tag (`a.io/x/y:1` and `b.io/x/y:1`), `x/y:1` serves the
+/// one listed first in index.json, and the later one is reachable by digest only. A
+/// ref pinned by digest alone (`x/y@sha256:...`) makes its repository known without
+/// adding a tag. Refs that are not image references are not served.
+#[derive(Debug, Default)]
+pub(super) struct Catalog {
+    repositories: BTreeMap<String, BTreeMap<String, Descriptor>>,
+}
+
+impl Catalog {
+    pub(super) fn from_refs(refs: Vec<StoreRef>) -> Self {
+        let mut repositories: BTreeMap<String, BTreeMap<String, Descriptor>> = BTreeMap::new();
+        for store_ref in refs {
+            let reference: Reference = match store_ref.name.parse() {
+                Ok(reference) => reference,
+                Err(e) => {
+                    tracing::debug!(name = %store_ref.name, "not served: {e}");
+                    continue;
+                }
+            };
+            let tags = repositories.entry(reference.repository).or_default();
+            let Some(tag) = reference.tag else { continue };
+            if tags.contains_key(&tag) {
+                tracing::debug!(
+                    name = %store_ref.name,
+                    "not served by tag: an earlier ref has the same repository and tag"
+                );
+                continue;
+            }
+            tags.insert(tag, store_ref.descriptor);
+        }
+        Self { repositories }
+    }
+
+    /// The repository served as `name`, and its tags. A one-component name that is not
+    /// a repository of its own falls back to `library/<name>`, as docker.io's names do
+    /// (so `localhost:5000/alpine` finds `docker.io/library/alpine`).
+    pub(super) fn repository(&self, name: &str) -> Option<&BTreeMap<String, Descriptor>> {
+        self.repositories.get(name).or_else(|| {
+            (!name.contains('/'))
+                .then(|| self.repositories.get(&format!("library/{name}")))
+                .flatten()
+        })
+    }
+
+    /// Every served repository name, sorted.
+    pub(super) fn names(&self) -> impl Iterator<Item = &str> {
+        self.repositories.keys().map(String::as_str)
+    }
+}
+
+/// Which index.json a catalog was built from: replaced by rename on every change, so
+/// a new inode (or size or time) means a new file.
+type Identity = (u64, u64, u64, i64, i64);
+
+/// The catalog of the current index.json, rebuilt only when the file changed.
+#[derive(Debug)]
+pub(super) struct CatalogCache {
+    store: Store,
+    current: Mutex<Option<(Identity, Arc<Catalog>)>>,
+}
+
+impl CatalogCache {
+    pub(super) fn new(store: Store) -> Self {
+        Self {
+            store,
+            current: Mutex::new(None),
+        }
+    }
+
+    /// The catalog of index.json as it is now (blocking: stats, maybe reads, the file).
+    pub(super) fn get(&self) -> Result<Arc<Catalog>, StoreError> {
+        let path = self.store.root().join("index.json");
+        let identity = match std::fs::metadata(&path) {
+            Ok(m) => Some((m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(identity), Some((cached, catalog))) = (identity, current.as_ref()) {
+            if identity == *cached {
+                return Ok(catalog.clone());
+            }
+        }
+        let catalog = Arc::new(Catalog::from_refs(self.store.refs()?));
+        if let Some(identity) = identity {
+            *current = Some((identity, catalog.clone()));
+        }
+        Ok(catalog)
+    }
+}
