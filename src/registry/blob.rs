@@ -38,6 +38,15 @@ impl Default for BlobOptions {
 /// Called with the number of bytes each write added.
 pub type OnBytes<'a> = &'a (dyn Fn(u64) + Send + Sync);
 
+/// One blob being fetched: what every request for a piece of it needs.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    reference: &'a Reference,
+    descriptor: &'a Descriptor,
+    ingest: &'a Ingest,
+    on_bytes: OnBytes<'a>,
+}
+
 /// How one request ended.
 enum Outcome {
     /// The range is complete.
@@ -61,26 +70,22 @@ impl Client {
     ) -> Result<Committed, RegistryError> {
         let ingest = Arc::new(ingest);
         let size = descriptor.size();
+        let job = Job {
+            reference,
+            descriptor,
+            ingest: &ingest,
+            on_bytes,
+        };
         let pieces = plan(&ingest.missing(), size, options);
-        let results = try_join_all(pieces.iter().map(|piece| {
-            self.fetch_range(
-                reference,
-                descriptor,
-                &ingest,
-                piece.clone(),
-                true,
-                on_bytes,
-            )
-        }))
-        .await;
-        match results {
-            Ok(outcomes) if outcomes.iter().any(|o| matches!(o, Outcome::RangeIgnored)) => {
-                tracing::debug!(digest = %descriptor.digest(), "registry ignores Range; one plain stream");
-                self.fetch_range(reference, descriptor, &ingest, 0..size, false, on_bytes)
-                    .await?;
-            }
-            Ok(_) => {}
-            Err(e) => return Err(e),
+        let outcomes = try_join_all(
+            pieces
+                .iter()
+                .map(|piece| self.fetch_range(&job, piece.clone(), true)),
+        )
+        .await?;
+        if outcomes.iter().any(|o| matches!(o, Outcome::RangeIgnored)) {
+            tracing::debug!(digest = %descriptor.digest(), "registry ignores Range; one plain stream");
+            self.fetch_range(&job, 0..size, false).await?;
         }
         let ingest = Arc::into_inner(ingest).expect("every range task has finished");
         let committed = tokio::task::spawn_blocking(move || ingest.commit())
@@ -93,26 +98,15 @@ impl Client {
     /// `ranged` false the body is the whole blob and only the holes are written.
     async fn fetch_range(
         &self,
-        reference: &Reference,
-        descriptor: &Descriptor,
-        ingest: &Ingest,
+        job: &Job<'_>,
         want: Range<u64>,
         ranged: bool,
-        on_bytes: OnBytes<'_>,
     ) -> Result<Outcome, RegistryError> {
+        let (descriptor, ingest) = (job.descriptor, job.ingest);
         let mut start = want.start;
         let mut failures = 0;
         loop {
-            let outcome = self
-                .request(
-                    reference,
-                    descriptor,
-                    ingest,
-                    start..want.end,
-                    ranged,
-                    on_bytes,
-                )
-                .await?;
+            let outcome = self.request(job, start..want.end, ranged).await?;
             match outcome {
                 Outcome::Cut(got) if got > 0 => {
                     failures = 0;
@@ -151,13 +145,16 @@ impl Client {
     /// One GET. Holds one of the process-wide download permits while it streams.
     async fn request(
         &self,
-        reference: &Reference,
-        descriptor: &Descriptor,
-        ingest: &Ingest,
+        job: &Job<'_>,
         want: Range<u64>,
         ranged: bool,
-        on_bytes: OnBytes<'_>,
     ) -> Result<Outcome, RegistryError> {
+        let Job {
+            reference,
+            descriptor,
+            ingest,
+            on_bytes,
+        } = *job;
         let digest = descriptor.digest();
         let size = descriptor.size();
         let host = reference.api_host();
