@@ -3,3 +3,11 @@
 
 pub mod assemble;
 pub mod ensure;
+pub mod install;
+pub mod layer_tar;
+pub mod metadata;
+pub mod noarch;
+pub mod package;
+pub mod placeholder;
+mod record;
+mod staging;
