@@ -192,3 +192,75 @@ pub fn assemble(store: &Store, args: &AssembleArgs, out: &Output) -> anyhow::Res
     }));
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Debug, Args)]
+pub struct FactorArgs {
+    /// The name to record the image under in the store.
+    name: String,
+    /// Conda packages (.conda or .tar.bz2), one layer each.
+    #[arg(required = true)]
+    packages: Vec<PathBuf>,
+    /// A stored image to build on: its layers first, its run configuration kept.
+    #[arg(long)]
+    base: Option<String>,
+    /// The environment prefix the packages are installed under.
+    #[arg(long, default_value = stowage::factored::install::DEFAULT_PREFIX)]
+    prefix: String,
+    /// The environment's Python (X.Y), for noarch: python packages.
+    #[arg(long)]
+    python: Option<String>,
+    /// tar+gzip layers instead of tar+zstd (for engines that cannot read zstd).
+    #[arg(long)]
+    gzip: bool,
+    /// Past this many layers, the least shared packages share one layer.
+    #[arg(long, default_value_t = stowage::factored::compose::DEFAULT_MAX_LAYERS)]
+    max_layers: usize,
+    /// The entrypoint, as a JSON array or one word.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// The command, as a JSON array or one word.
+    #[arg(long)]
+    cmd: Option<String>,
+}
+
+pub fn factor(store: &Store, args: &FactorArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    use stowage::factored::install::{LayerOptions, Prefix};
+    use stowage::factored::layer_tar::LayerCompression;
+    let layer = LayerOptions {
+        prefix: Prefix::new(&args.prefix)?,
+        python: args
+            .python
+            .as_deref()
+            .map(|v| v.parse().map_err(|e| anyhow::anyhow!("--python {v}: {e}")))
+            .transpose()?,
+        compression: if args.gzip {
+            LayerCompression::Gzip
+        } else {
+            LayerCompression::Zstd
+        },
+    };
+    let options = stowage::factored::compose::FactorOptions {
+        base: args.base.clone(),
+        packages: args.packages.clone(),
+        layer,
+        max_layers: args.max_layers,
+        entrypoint: args.entrypoint.as_deref().map(words),
+        cmd: args.cmd.as_deref().map(words),
+    };
+    let report = stowage::factored::compose::factor(store, &args.name, &options)?;
+    out.line(format!(
+        "{} {}: {} packages in {} layers ({} new){}",
+        report.name,
+        report.manifest_digest,
+        report.packages,
+        report.layers,
+        report.layers_written,
+        if report.grouped.is_empty() {
+            String::new()
+        } else {
+            format!(", {} grouped into one layer", report.grouped.len())
+        }
+    ));
+    out.json(serde_json::to_value(&report)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -67,6 +67,8 @@ enum Command {
     EnsureLayers(factored::EnsureArgs),
     /// Build an image from layers already in the store (no network).
     Assemble(factored::AssembleArgs),
+    /// Build a factored image: a base image plus one layer per conda package.
+    Factor(factored::FactorArgs),
     /// Add a blob from a file or stdin, checked against its expected digest and size.
     Ingest(blobs::IngestArgs),
     /// Re-hash stored blobs, quarantine corrupt ones, and report what refs lack.
@@ -173,6 +175,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Copy(args) => copy::copy(&store, args, &out),
         Command::EnsureLayers(args) => factored::ensure(&store, args, &out),
         Command::Assemble(args) => factored::assemble(&store, args, &out),
+        Command::Factor(args) => factored::factor(&store, args, &out),
         Command::Mirror(args) => copy::mirror(&store, args, &out),
         Command::Ingest(args) => blobs::ingest(&store, args, &out),
         Command::Verify(args) => maintain::verify(&store, args, &out),

@@ -2,6 +2,7 @@
 //! layers (DESIGN.md, "Factored images").
 
 pub mod assemble;
+pub mod compose;
 pub mod ensure;
 pub mod install;
 pub mod layer_tar;

@@ -1,0 +1,353 @@
+//! `factor`: build a factored image from a base image and conda packages. The base's
+//! layers come first, then one layer per package (sorted by name, version, build),
+//! then one small layer of `conda-meta/*.json` records. Docker's overlay2 refuses more
+//! than 127 layers: past `max_layers`, the packages the store's images share least are
+//! merged into one layer, and the image still runs.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::assemble::{assemble_image, base_image, AssembleError, AssembleLayer, RunConfig};
+use super::install::{install_package, InstallError, LayerOptions, PackageLayer};
+use super::layer_tar::{anonymous_file, entry_path, prefix_dirs, LayerTarWriter};
+use super::package::{CondaPackage, PackageError};
+use crate::layers::Compression;
+use crate::store::{Descriptor, Digest, Store, StoreError, MANIFEST_LIMIT};
+
+/// Docker's overlay2 limit is 127; two are left for the runtime's own.
+pub const DEFAULT_MAX_LAYERS: usize = 125;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct FactorOptions {
+    /// A stored image to build on (its layers first, its run configuration kept).
+    pub base: Option<String>,
+    pub packages: Vec<PathBuf>,
+    pub layer: LayerOptions,
+    pub max_layers: usize,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+}
+
+/// What `factor` built.
+#[derive(Debug, Clone, Serialize)]
+pub struct FactorReport {
+    pub name: String,
+    pub manifest_digest: String,
+    pub packages: usize,
+    pub layers: usize,
+    /// Packages merged into one layer to stay under `max_layers`.
+    pub grouped: Vec<String>,
+    /// Package layers the store did not hold before.
+    pub layers_written: usize,
+}
+
+/// Why a factored image could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum FactorError {
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "{base} base layers, the packages and the conda-meta layer cannot fit in {max} layers"
+    )]
+    TooManyLayers { base: usize, max: usize },
+    #[error("building the {what} layer: {source}")]
+    Write {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Builds the image and records it as `name`.
+pub fn factor(
+    store: &Store,
+    name: &str,
+    options: &FactorOptions,
+) -> Result<FactorReport, FactorError> {
+    let mut packages = options
+        .packages
+        .iter()
+        .map(CondaPackage::open)
+        .collect::<Result<Vec<_>, _>>()?;
+    packages.sort_by(|a, b| {
+        let (a, b) = (a.metadata(), b.metadata());
+        (&a.name, &a.version, &a.build).cmp(&(&b.name, &b.version, &b.build))
+    });
+    let installed = packages
+        .iter()
+        .map(|p| install_package(store, p, &options.layer))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (mut run, mut layers) = match &options.base {
+        Some(base) => base_image(store, base)?,
+        None => (
+            RunConfig {
+                os: "linux".into(),
+                architecture: crate::platform::Platform::host().architecture,
+                ..RunConfig::default()
+            },
+            Vec::new(),
+        ),
+    };
+    let budget = options.max_layers.saturating_sub(layers.len() + 1);
+    if budget == 0 && !installed.is_empty() {
+        return Err(FactorError::TooManyLayers {
+            base: layers.len(),
+            max: options.max_layers,
+        });
+    }
+    let grouped = least_shared(store, &installed, budget)?;
+    for layer in installed.iter().filter(|l| !grouped.contains(&l.label)) {
+        layers.push(AssembleLayer {
+            descriptor: layer.descriptor(),
+            diff_id: Some(layer.diff_id.clone()),
+        });
+    }
+    if !grouped.is_empty() {
+        let group: Vec<&PackageLayer> = installed
+            .iter()
+            .filter(|l| grouped.contains(&l.label))
+            .collect();
+        layers.push(merge_layers(store, &group, &options.layer)?);
+    }
+    layers.push(meta_layer(store, &installed, &options.layer)?);
+
+    let prefix = options.layer.prefix.as_str();
+    prepend(
+        &mut run.env,
+        "PATH",
+        &format!("{prefix}/bin"),
+        Some("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    );
+    prepend(
+        &mut run.env,
+        "LD_LIBRARY_PATH",
+        &format!("{prefix}/lib"),
+        None,
+    );
+    if let Some(entrypoint) = &options.entrypoint {
+        run.entrypoint = Some(entrypoint.clone());
+    }
+    if let Some(cmd) = &options.cmd {
+        run.cmd = Some(cmd.clone());
+    }
+    let descriptor = assemble_image(store, name, &run, &layers)?;
+    Ok(FactorReport {
+        name: name.to_string(),
+        manifest_digest: descriptor.digest().to_string(),
+        packages: installed.len(),
+        layers: layers.len(),
+        grouped,
+        layers_written: installed.iter().filter(|l| !l.already_stored).count(),
+    })
+}
+
+/// Puts `dir` in front of the `var` list in `env` (or sets it, from `default`).
+fn prepend(env: &mut Vec<String>, var: &str, dir: &str, default: Option<&str>) {
+    let key = format!("{var}=");
+    match env.iter_mut().find(|e| e.starts_with(&key)) {
+        Some(entry) => {
+            let rest = entry[key.len()..].to_string();
+            if !rest.split(':').any(|d| d == dir) {
+                *entry = if rest.is_empty() {
+                    format!("{key}{dir}")
+                } else {
+                    format!("{key}{dir}:{rest}")
+                };
+            }
+        }
+        None => env.push(match default {
+            Some(rest) => format!("{key}{dir}:{rest}"),
+            None => format!("{key}{dir}"),
+        }),
+    }
+}
+
+/// The labels of the packages to merge so the image fits in `budget` package layers:
+/// those the store's images use least (ties by label), none when everything fits.
+fn least_shared(
+    store: &Store,
+    installed: &[PackageLayer],
+    budget: usize,
+) -> Result<Vec<String>, StoreError> {
+    if installed.len() <= budget {
+        return Ok(Vec::new());
+    }
+    let merge = installed.len() - budget + 1;
+    let mut uses: HashMap<Digest, usize> = HashMap::new();
+    for stored in store.refs()? {
+        let Ok(bytes) = store.read_blob(stored.descriptor.digest(), MANIFEST_LIMIT) else {
+            continue;
+        };
+        if let Ok(manifest) = serde_json::from_slice::<oci_spec::image::ImageManifest>(&bytes) {
+            for layer in manifest.layers() {
+                *uses.entry(layer.digest().clone()).or_default() += 1;
+            }
+        }
+    }
+    let mut ranked: Vec<&PackageLayer> = installed.iter().collect();
+    ranked.sort_by_key(|l| (uses.get(&l.digest).copied().unwrap_or(0), l.label.clone()));
+    Ok(ranked
+        .into_iter()
+        .take(merge)
+        .map(|l| l.label.clone())
+        .collect())
+}
+
+/// Merges package layers into one deterministic layer: their sorted entries are
+/// merged in path order (streaming, never a whole layer in memory); a directory is
+/// written once, and for a file two packages both hold, the later package's wins.
+fn merge_layers(
+    store: &Store,
+    group: &[&PackageLayer],
+    options: &LayerOptions,
+) -> Result<AssembleLayer, FactorError> {
+    let write = |source| FactorError::Write {
+        what: "merged",
+        source,
+    };
+    let mut archives = Vec::new();
+    for layer in group {
+        let media_type = layer.media_type.to_string();
+        let compression = Compression::of(&media_type)
+            .ok_or_else(|| write(io::Error::other(format!("{media_type} is not a tar layer"))))?;
+        let blob = store.open_blob(&layer.digest)?;
+        archives.push(tar::Archive::new(compression.decoder(blob).map_err(write)?));
+    }
+    let mut streams = archives
+        .iter_mut()
+        .map(|a| a.entries())
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(write)?;
+    let mut heads = streams
+        .iter_mut()
+        .map(|s| s.next().transpose())
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(write)?;
+    let mut writer =
+        LayerTarWriter::new(options.compression, anonymous_file(store).map_err(write)?)
+            .map_err(write)?;
+    loop {
+        // The smallest path; on a tie the later package wins.
+        let mut best: Option<(usize, String)> = None;
+        for (i, head) in heads.iter().enumerate() {
+            if let Some(entry) = head {
+                let path = entry_name(entry).map_err(write)?;
+                if best.as_ref().is_none_or(|(_, b)| path <= *b) {
+                    best = Some((i, path));
+                }
+            }
+        }
+        let Some((winner, path)) = best else { break };
+        let entry = heads[winner].as_mut().expect("the winner has an entry");
+        let header = entry.header().clone();
+        match header.entry_type() {
+            tar::EntryType::Directory => writer.add_dir(&path),
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(write)?
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                writer.add_symlink(&path, &target)
+            }
+            tar::EntryType::Regular => {
+                let size = header.size().map_err(write)?;
+                let executable = header.mode().map_err(write)? & 0o111 != 0;
+                writer.add_file(&path, executable, size, entry as &mut dyn Read)
+            }
+            other => Err(io::Error::other(format!(
+                "{path}: unexpected tar entry type {other:?}"
+            ))),
+        }
+        .map_err(write)?;
+        for i in 0..heads.len() {
+            let same = match &heads[i] {
+                Some(entry) => entry_name(entry).map_err(write)? == path,
+                None => false,
+            };
+            if same {
+                heads[i] = None;
+                heads[i] = streams[i].next().transpose().map_err(write)?;
+            }
+        }
+    }
+    let built = writer.finish().map_err(write)?;
+    let (digest, size, diff_id) = (built.digest.clone(), built.size, built.diff_id.clone());
+    built.commit(store)?;
+    let mut descriptor = Descriptor::new(options.compression.media_type(), size, digest);
+    let labels: Vec<&str> = group.iter().map(|l| l.label.as_str()).collect();
+    descriptor.set_annotations(Some(
+        [("org.conda.layer.packages".to_string(), labels.join(","))]
+            .into_iter()
+            .collect(),
+    ));
+    Ok(AssembleLayer {
+        descriptor,
+        diff_id: Some(diff_id),
+    })
+}
+
+fn entry_name<R: Read>(entry: &tar::Entry<'_, R>) -> io::Result<String> {
+    Ok(entry
+        .path()?
+        .to_string_lossy()
+        .trim_end_matches('/')
+        .to_string())
+}
+
+/// The last layer: `<prefix>/conda-meta/<name>-<version>-<build>.json` for every
+/// package, so conda tools in the image know what is installed.
+fn meta_layer(
+    store: &Store,
+    installed: &[PackageLayer],
+    options: &LayerOptions,
+) -> Result<AssembleLayer, FactorError> {
+    let write = |source| FactorError::Write {
+        what: "conda-meta",
+        source,
+    };
+    let prefix = options.prefix.as_str();
+    let mut writer =
+        LayerTarWriter::new(options.compression, anonymous_file(store).map_err(write)?)
+            .map_err(write)?;
+    for dir in prefix_dirs(prefix) {
+        writer.add_dir(&dir).map_err(write)?;
+    }
+    writer
+        .add_dir(&entry_path(prefix, "conda-meta"))
+        .map_err(write)?;
+    let mut records: Vec<(String, Vec<u8>)> = installed
+        .iter()
+        .map(|l| (entry_path(prefix, &l.record_path()), l.record_json()))
+        .collect();
+    records.sort();
+    records.dedup_by(|a, b| a.0 == b.0);
+    for (path, json) in &records {
+        writer
+            .add_file(path, false, json.len() as u64, json.as_slice())
+            .map_err(write)?;
+    }
+    let built = writer.finish().map_err(write)?;
+    let (digest, size, diff_id) = (built.digest.clone(), built.size, built.diff_id.clone());
+    built.commit(store)?;
+    let mut descriptor = Descriptor::new(options.compression.media_type(), size, digest);
+    descriptor.set_annotations(Some(
+        [("org.conda.layer.kind".to_string(), "conda-meta".to_string())]
+            .into_iter()
+            .collect(),
+    ));
+    Ok(AssembleLayer {
+        descriptor,
+        diff_id: Some(diff_id),
+    })
+}
