@@ -159,6 +159,22 @@ fn factored_images_run_share_layers_and_are_reproducible() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("hello runs from /opt/conda"), "{stdout}");
+    // ...and so does docker 20.10, which gets the zstd layers decompressed.
+    if tools::docker_available("factored image in docker") {
+        let _loaded = tools::DockerImages(vec!["localhost/factored/a:1".into()]);
+        let output = tools::stowage(
+            &env.store(),
+            &["run", "factored/a:1", "--into", "docker"],
+            &[],
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("hello runs from /opt/conda"), "{stdout}");
+    }
 
     // Pulling the second image after the first fetches only what it does not share.
     for name in ["factored/a:1", "factored/b:1"] {
