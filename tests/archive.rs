@@ -272,6 +272,25 @@ fn export_holds_only_what_the_images_need_and_imports_into_a_new_store_offline()
         assert!(!stowage_in(&target, &["pull", "--offline", &p.ref_other])
             .status
             .success());
+        // The imported image loads into podman (a storage of its own).
+        let podman = work.join(format!("podman-{label}"));
+        let podman_args = format!(
+            "--root {} --runroot {} --storage-driver vfs",
+            podman.join("root").display(),
+            podman.join("run").display()
+        );
+        let loaded = std::process::Command::new(env!("CARGO_BIN_EXE_stowage"))
+            .arg("--store")
+            .arg(&target)
+            .args(["--json", "load", &p.ref_a, "--into", "podman"])
+            .env("STOWAGE_PODMAN_ARGS", &podman_args)
+            .output()
+            .unwrap();
+        assert!(
+            loaded.status.success(),
+            "{label}: load --into podman: {}",
+            String::from_utf8_lossy(&loaded.stderr)
+        );
         // Importing again adds nothing.
         let again = ok(&target, &["import", path_str(layout)]);
         assert_eq!(again["blobs_added"], 0);
