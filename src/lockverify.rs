@@ -64,7 +64,7 @@ pub fn verify_lock(store: &Store, pins: &[Pin]) -> Result<LockReport, StoreError
             image: pin.name.clone(),
             detail,
         };
-        let manifest_digest = pin.manifest.clone().unwrap_or_else(|| pin.digest.clone());
+        let manifest_digest = crate::sync::pinned_manifest(store, pin)?;
         need(&manifest_digest, &pin.name);
         for layer in &pin.layers {
             need(&layer.digest, &pin.name);

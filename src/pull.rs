@@ -16,6 +16,9 @@ use crate::registry::{BlobOptions, Client, FetchedManifest, ManifestKind, Regist
 use crate::store::{Digest, Store, StoreError, MANIFEST_LIMIT};
 use crate::tagcache::TagCache;
 
+/// The annotation on a single-platform ref naming the index it was chosen from.
+pub const INDEX_ANNOTATION: &str = "dev.stowage.index.digest";
+
 /// What to pull and how.
 #[derive(Debug, Clone)]
 pub struct PullOptions {
@@ -82,6 +85,8 @@ struct Resolved {
     stored: Option<Descriptor>,
     /// The index, when the reference names one.
     index: Option<FetchedManifest>,
+    /// The index a stored single-platform image was chosen from, as recorded.
+    recorded_index: Option<Digest>,
     images: Vec<(
         FetchedManifest,
         ImageManifest,
@@ -107,8 +112,19 @@ pub async fn pull(
     } else {
         resolve(&client, store, reference, options).await?
     };
+    if resolved.images.is_empty() {
+        return Err(RegistryError::BadManifest {
+            reference: reference.to_string(),
+            detail: "the index lists no image stowage can pull".into(),
+        }
+        .into());
+    }
     if !options.expect.is_empty() {
-        let index = resolved.index.as_ref().map(|i| &i.digest);
+        let index = resolved
+            .index
+            .as_ref()
+            .map(|i| &i.digest)
+            .or(resolved.recorded_index.as_ref());
         let found_in = if options.offline || cached {
             "the store"
         } else {
@@ -176,6 +192,15 @@ pub async fn pull(
             let (manifest, _, platform) = &resolved.images[0];
             let mut descriptor = manifest.descriptor();
             descriptor.set_platform(platform.clone());
+            if let Some(index) = index {
+                // Remembered so a later offline or cached pull can still match a pin
+                // that names the index.
+                descriptor.set_annotations(Some(
+                    [(INDEX_ANNOTATION.to_string(), index.digest.to_string())]
+                        .into_iter()
+                        .collect(),
+                ));
+            }
             (descriptor, index.as_ref().map(|i| i.digest.to_string()))
         }
     };
@@ -233,6 +258,7 @@ async fn resolve(
         ManifestKind::Image(image) => Ok(Resolved {
             stored: None,
             index: None,
+            recorded_index: None,
             images: vec![(top, image, None)],
         }),
         ManifestKind::Index(index) => {
@@ -264,6 +290,7 @@ async fn resolve(
             Ok(Resolved {
                 stored: None,
                 index: Some(top),
+                recorded_index: None,
                 images,
             })
         }
@@ -305,11 +332,28 @@ fn resolve_offline(
         .map_err(|e| not_local(format!(": {e}")))?;
     let top = FetchedManifest::from_stored(bytes, descriptor.digest().clone());
     match top.parse(&name)? {
-        ManifestKind::Image(image) => Ok(Resolved {
-            stored: Some(descriptor.clone()),
-            index: None,
-            images: vec![(top, image, descriptor.platform().clone())],
-        }),
+        ManifestKind::Image(image) => {
+            if let Some(stored) = descriptor.platform() {
+                if !options.all_platforms && !options.platform.matches(stored) {
+                    return Err(not_local(format!(
+                        ": it is stored for {}, not {}",
+                        Platform::describe(stored),
+                        options.platform
+                    )));
+                }
+            }
+            let recorded_index = descriptor
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(INDEX_ANNOTATION))
+                .and_then(|d| crate::store::parse_digest(d).ok());
+            Ok(Resolved {
+                stored: Some(descriptor.clone()),
+                index: None,
+                recorded_index,
+                images: vec![(top, image, descriptor.platform().clone())],
+            })
+        }
         ManifestKind::Index(index) => {
             let chosen: Vec<&Descriptor> = if options.all_platforms {
                 index.manifests().iter().collect()
@@ -329,6 +373,7 @@ fn resolve_offline(
             Ok(Resolved {
                 stored: Some(descriptor.clone()),
                 index: Some(top),
+                recorded_index: None,
                 images,
             })
         }

@@ -137,7 +137,7 @@ async fn sync_one(
 /// The blobs of a pinned image the store lacks (manifest, config and layers), as
 /// digests; reads only the store.
 pub fn missing_blobs(store: &Store, pin: &Pin) -> Result<Vec<String>, StoreError> {
-    let manifest = pin.manifest.clone().unwrap_or_else(|| pin.digest.clone());
+    let manifest = pinned_manifest(store, pin)?;
     let descriptor = Descriptor::new(MediaType::ImageManifest, 0, manifest.clone());
     let mut missing = Vec::new();
     missing.extend(store.missing(&descriptor)?.iter().map(ToString::to_string));
@@ -148,4 +148,30 @@ pub fn missing_blobs(store: &Store, pin: &Pin) -> Result<Vec<String>, StoreError
         }
     }
     Ok(missing)
+}
+
+/// The platform manifest a pin names in the store: its manifest pin, else its digest;
+/// when that digest is an index the store never kept (a single-platform pull keeps
+/// only the platform's image), the image a ref records as chosen from it.
+pub fn pinned_manifest(store: &Store, pin: &Pin) -> Result<crate::store::Digest, StoreError> {
+    if let Some(manifest) = &pin.manifest {
+        return Ok(manifest.clone());
+    }
+    if store.has(&pin.digest) {
+        return Ok(pin.digest.clone());
+    }
+    let wanted = pin.digest.to_string();
+    let mut chosen = None;
+    for stored in store.refs()? {
+        let from_index = stored
+            .descriptor
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(crate::pull::INDEX_ANNOTATION))
+            .is_some_and(|d| *d == wanted);
+        if from_index && (chosen.is_none() || stored.name == pin.reference) {
+            chosen = Some(stored.descriptor.digest().clone());
+        }
+    }
+    Ok(chosen.unwrap_or_else(|| pin.digest.clone()))
 }

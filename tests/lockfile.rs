@@ -313,3 +313,39 @@ fn verify_lock_checks_diff_ids_against_decompressed_content() {
         "the actual diff_id: {detail}"
     );
 }
+
+#[test]
+fn a_bv_lock_pinning_an_index_syncs_verifies_and_uses_the_ttl() {
+    let env = Env::new();
+    let index = support::fixtures::tagged_index(&env.fixtures, "multi/tool:1");
+    support::fixtures::push_with_skopeo(
+        env.fixtures.root(),
+        "multi/tool:1",
+        &env.registry,
+        "multi/tool:1",
+    );
+    let amd64 = &index.images[0];
+    let mut text = format!(
+        "version = 1\n\n[tools.multi]\nimage_reference = \"{}\"\nimage_digest = \"{}\"\n",
+        env.via_proxy("multi/tool:1"),
+        index.descriptor.digest()
+    );
+    for layer in &amd64.layers {
+        text.push_str(&format!(
+            "\n[[tools.multi.layers]]\ndigest = \"{}\"\nsize = {}\nmedia_type = \"{}\"\n",
+            layer.descriptor.digest(),
+            layer.descriptor.size(),
+            layer.descriptor.media_type()
+        ));
+    }
+    let file = lockfile(&env, "bv.lock");
+    std::fs::write(&file, text).unwrap();
+    let path = file.to_str().unwrap();
+    ok(run(&env, &["sync", "--ttl", "3600", path]));
+    env.proxy.reset_log();
+    // Within the TTL, from the store alone: the index pin still matches.
+    ok(run(&env, &["sync", "--ttl", "3600", path]));
+    assert!(env.proxy.log().is_empty(), "{:?}", env.proxy.log());
+    ok(run(&env, &["verify", "--lock", path]));
+    ok(run(&env, &["sync", "--offline", path]));
+}

@@ -134,6 +134,24 @@ fn an_index_resolves_to_the_requested_platform_and_a_docker_list_works_too() {
     }
     let all = env.pull(&["--all-platforms", &env.via_proxy("docker/list:2")]);
     assert_eq!(all["manifest_digest"], list.to_string());
+    // Offline, a platform the store does not hold is not passed off as another.
+    let amd64_only = env.dir.path().join("amd64-only");
+    let arm_ref = env.via_proxy("multi/arch:1");
+    let pulled = stowage_in(
+        &amd64_only,
+        &["pull", "--platform", "linux/amd64", &arm_ref],
+    );
+    assert!(pulled.status.success(), "{}", stderr(&pulled));
+    let offline = stowage_in(
+        &amd64_only,
+        &["pull", "--offline", "--platform", "linux/arm64", &arm_ref],
+    );
+    assert!(!offline.status.success(), "served amd64 for arm64");
+    assert!(
+        stderr(&offline).contains("linux/amd64"),
+        "{}",
+        stderr(&offline)
+    );
     // An offline pull for one platform leaves the recorded index as it is.
     let offline = env.pull(&["--offline", &env.via_proxy("docker/list:2")]);
     assert_eq!(offline["manifest_digest"], list.to_string());

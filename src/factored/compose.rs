@@ -281,6 +281,13 @@ fn merge_layers(
             }
         }
     }
+    // tar stops at its end marker: read each blob to its end so the store checks its
+    // digest, and a layer that rotted on disk is never merged into a fresh one.
+    drop(heads);
+    drop(streams);
+    for archive in archives {
+        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(write)?;
+    }
     let built = writer.finish().map_err(write)?;
     let (digest, size, diff_id) = (built.digest.clone(), built.size, built.diff_id.clone());
     built.commit(store)?;

@@ -106,9 +106,16 @@ impl Client {
         let mut start = want.start;
         let mut failures = 0;
         loop {
+            let missing_before = missing_bytes(ingest);
             let outcome = self.request(job, start..want.end, ranged).await?;
+            // Progress is new bytes on disk: a plain stream that always breaks at the
+            // same byte brings nothing new and must run out of attempts.
+            let progressed = match outcome {
+                Outcome::Cut(got) if ranged => got > 0,
+                _ => missing_bytes(ingest) < missing_before,
+            };
             match outcome {
-                Outcome::Cut(got) if got > 0 => {
+                Outcome::Cut(got) if progressed => {
                     failures = 0;
                     start += got;
                     if !ranged {
@@ -245,6 +252,10 @@ impl Client {
         }
         Ok(Outcome::Done)
     }
+}
+
+fn missing_bytes(ingest: &Ingest) -> u64 {
+    ingest.missing().iter().map(|r| r.end - r.start).sum()
 }
 
 /// Splits the holes of a partial blob into the ranges to request.

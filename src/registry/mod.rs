@@ -74,6 +74,10 @@ fn client_builder() -> reqwest::ClientBuilder {
         .user_agent(concat!("stowage/", env!("CARGO_PKG_VERSION")))
         .pool_max_idle_per_host(64)
         .tcp_nodelay(true)
+        // A stalled connection must not hold a download slot for ever: a read that
+        // waits this long is a cut, and the blob resumes from where it stopped.
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(60))
 }
 
 impl Client {
@@ -140,15 +144,17 @@ impl Client {
         let scheme = match known {
             Some(scheme) => scheme,
             None => {
-                let scheme = if self.insecure.contains(host) || is_loopback(host) {
+                let (scheme, settled) = if self.insecure.contains(host) || is_loopback(host) {
                     self.probe_tls(host).await
                 } else {
-                    "https"
+                    ("https", true)
                 };
-                self.schemes
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(host.to_string(), scheme);
+                if settled {
+                    self.schemes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(host.to_string(), scheme);
+                }
                 scheme
             }
         };
@@ -157,7 +163,11 @@ impl Client {
 
     /// Whether a host answers TLS. A certificate we do not trust still means TLS: the
     /// request then fails with that certificate error rather than falling back.
-    async fn probe_tls(&self, host: &str) -> &'static str {
+    ///
+    /// Returns the scheme and whether the answer is settled: a host that refused the
+    /// connection or did not answer in time said nothing about TLS, so that answer is
+    /// not remembered (a registry still starting must not be downgraded for good).
+    async fn probe_tls(&self, host: &str) -> (&'static str, bool) {
         let url = format!("https://{host}/v2/");
         match self
             .plain
@@ -166,14 +176,12 @@ impl Client {
             .send()
             .await
         {
-            Ok(_) => "https",
-            Err(e) => {
-                if is_certificate_error(&e) {
-                    "https"
-                } else {
-                    tracing::debug!(host, "no TLS; using plain HTTP");
-                    "http"
-                }
+            Ok(_) => ("https", true),
+            Err(e) if is_certificate_error(&e) => ("https", true),
+            Err(e) if e.is_timeout() || is_refused(&e) => ("http", false),
+            Err(_) => {
+                tracing::debug!(host, "no TLS; using plain HTTP");
+                ("http", true)
             }
         }
     }
@@ -267,6 +275,20 @@ impl Client {
             return Ok(response);
         }
     }
+}
+
+/// Whether a request failed because nothing accepted the connection.
+fn is_refused(error: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Whether a request failed on the server's TLS certificate (untrusted, expired, for

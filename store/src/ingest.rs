@@ -273,9 +273,21 @@ impl Ingest {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(StoreError::Source(e)),
             };
-            self.write_at(offset, &buf[..n])?;
-            offset += n as u64;
-            copied += n as u64;
+            // A partial left by ranged writes may hold bytes past the first hole:
+            // write only what is still missing.
+            let chunk_end = offset + n as u64;
+            for hole in self.missing() {
+                let (from, to) = (hole.start.max(offset), hole.end.min(chunk_end));
+                if from < to {
+                    let slice = &buf[(from - offset) as usize..(to - offset) as usize];
+                    self.write_at(from, slice)?;
+                    copied += slice.len() as u64;
+                }
+            }
+            if chunk_end > self.size {
+                self.write_at(self.size, &buf[..1])?; // refused: the source is too long
+            }
+            offset = chunk_end;
         }
     }
 
@@ -318,7 +330,6 @@ impl Ingest {
         }
         let data_path = self.layout.ingest_data(&self.digest);
         self.file.sync_all().at(&data_path)?;
-        fs::set_permissions(&data_path, fs::Permissions::from_mode(0o444)).at(&data_path)?;
         let target = self.layout.blob(&self.digest);
         let dir = target.parent().expect("blob paths have a parent");
         fs::create_dir_all(dir).at(dir)?;
@@ -327,6 +338,9 @@ impl Ingest {
         // before a ref may point here): a blob lost to a power cut before then is
         // simply fetched again.
         fs::rename(&data_path, &target).at(&target)?;
+        // Read-only once visible (before the rename, a failed commit would leave a
+        // partial no later ingest could open for writing).
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o444)).at(&target)?;
         remove_if_exists(&self.layout.ingest_sidecar(&self.digest))?;
         // Removed while still held: a waiter on the old inode finds the blob present.
         remove_if_exists(&self.layout.ingest_lock(&self.digest))?;
@@ -431,8 +445,12 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 
 fn read_sidecar(path: &Path) -> Result<Option<Sidecar>, StoreError> {
     match fs::read(path) {
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(sidecar) => Ok(Some(sidecar)),
+        Ok(bytes) => match serde_json::from_slice::<Sidecar>(&bytes) {
+            Ok(sidecar) if sidecar.ranges.is_valid(sidecar.size) => Ok(Some(sidecar)),
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "ignoring an ingest record with impossible ranges");
+                Ok(None)
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), "ignoring a malformed ingest record: {e}");
                 Ok(None)

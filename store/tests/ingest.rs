@@ -191,3 +191,27 @@ fn a_non_layout_directory_is_refused() {
     let err = Store::open(dir.path()).unwrap_err();
     assert!(err.to_string().contains("not an OCI image layout"), "{err}");
 }
+
+#[test]
+fn a_sequential_source_resumes_over_a_partial_left_by_ranged_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mib = 1usize << 20;
+    let bytes = data(4 * mib, 7);
+    let digest = sha256_of(&bytes);
+    let ingest = store.ingest(&digest, bytes.len() as u64).unwrap().unwrap();
+    ingest.write_at(0, &bytes[..mib]).unwrap();
+    ingest
+        .write_at(2 * mib as u64, &bytes[2 * mib..3 * mib])
+        .unwrap();
+    ingest.sync().unwrap();
+    drop(ingest);
+    // A source read from the offset fills only the holes, skipping what is there.
+    let mut ingest = store.ingest(&digest, bytes.len() as u64).unwrap().unwrap();
+    let offset = ingest.offset() as usize;
+    assert_eq!(offset, mib);
+    let written = ingest.copy_from(&bytes[offset..]).unwrap();
+    assert_eq!(written, 2 * mib as u64);
+    ingest.commit().unwrap();
+    assert!(store.has(&digest));
+}

@@ -34,6 +34,13 @@ impl RangeSet {
         self.0.insert(at, (start, end));
     }
 
+    /// Whether the ranges are what `insert` builds: sorted, disjoint, not touching,
+    /// non-empty, and within `size` (a sidecar from disk is checked with this).
+    pub fn is_valid(&self, size: u64) -> bool {
+        self.0.iter().all(|&(s, e)| s < e && e <= size)
+            && self.0.windows(2).all(|w| w[0].1 < w[1].0)
+    }
+
     /// The end of the range that starts at 0, or 0 when byte 0 is missing.
     pub fn prefix_end(&self) -> u64 {
         match self.0.first() {
