@@ -81,21 +81,23 @@ fn assemble_builds_from_local_layers_and_names_a_wrong_diff_id() {
     let extra = put_image(&env.fixtures, "amd64", vec![zstd.clone(), gzip.clone()]);
     env.push(&extra.descriptor, "envs/pkgs:1");
     let layers_file = env.dir.path().join("layers.json");
+    // Runs `assemble local/env:1 --base BASE --layers FILE EXTRA...` with `specs` in FILE.
+    let assemble = |specs: Value, extra: &[&str]| {
+        std::fs::write(&layers_file, serde_json::to_vec(&specs).unwrap()).unwrap();
+        let mut args = vec![
+            "assemble",
+            "local/env:1",
+            "--base",
+            &base_name,
+            "--layers",
+            layers_file.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        env.stowage(&args)
+    };
 
     // A layer not in the store is named, and nothing is recorded.
-    std::fs::write(
-        &layers_file,
-        serde_json::to_vec(&json!([spec(&zstd, zstd.diff_id.as_ref())])).unwrap(),
-    )
-    .unwrap();
-    let output = env.stowage(&[
-        "assemble",
-        "local/env:1",
-        "--base",
-        &base_name,
-        "--layers",
-        layers_file.to_str().unwrap(),
-    ]);
+    let output = assemble(json!([spec(&zstd, zstd.diff_id.as_ref())]), &[]);
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(
@@ -113,23 +115,10 @@ fn assemble_builds_from_local_layers_and_names_a_wrong_diff_id() {
     env.without_network(|| {
         // A wrong diff_id for the gzip layer (index 2 after the base layer) is named.
         let wrong = format!("sha256:{}", "f".repeat(64));
-        std::fs::write(
-            &layers_file,
-            serde_json::to_vec(&json!([
-                spec(&zstd, zstd.diff_id.as_ref()),
-                spec(&gzip, &wrong)
-            ]))
-            .unwrap(),
-        )
-        .unwrap();
-        let output = env.stowage(&[
-            "assemble",
-            "local/env:1",
-            "--base",
-            &base_name,
-            "--layers",
-            layers_file.to_str().unwrap(),
-        ]);
+        let output = assemble(
+            json!([spec(&zstd, zstd.diff_id.as_ref()), spec(&gzip, &wrong)]),
+            &[],
+        );
         assert!(!output.status.success());
         let message = stderr(&output);
         assert!(
@@ -141,29 +130,22 @@ fn assemble_builds_from_local_layers_and_names_a_wrong_diff_id() {
             "{message}"
         );
 
-        std::fs::write(
-            &layers_file,
-            serde_json::to_vec(&json!([
-                spec(&zstd, zstd.diff_id.as_ref()),
-                spec(&gzip, gzip.diff_id.as_ref())
-            ]))
-            .unwrap(),
-        )
-        .unwrap();
-        let args = [
-            "assemble",
-            "local/env:1",
-            "--base",
-            &base_name,
-            "--layers",
-            layers_file.to_str().unwrap(),
+        let good = json!([
+            spec(&zstd, zstd.diff_id.as_ref()),
+            spec(&gzip, gzip.diff_id.as_ref())
+        ]);
+        let extra = [
             "--env",
             "PATH=/opt/conda/bin:/usr/bin:/bin",
             "--cmd",
             "[\"tool\", \"--version\"]",
         ];
-        let made = env.json(&args);
-        let again = env.json(&args);
+        let json_of = |output: std::process::Output| -> Value {
+            assert!(output.status.success(), "{}", stderr(&output));
+            serde_json::from_slice(&output.stdout).unwrap()
+        };
+        let made = json_of(assemble(good.clone(), &extra));
+        let again = json_of(assemble(good, &extra));
         assert_eq!(
             made["manifest_digest"], again["manifest_digest"],
             "assemble is not deterministic"
