@@ -2,6 +2,7 @@
 //! Each test file includes it with `mod support;`.
 #![allow(dead_code)]
 
+pub mod archive_check;
 pub mod auth_client;
 pub mod fixtures;
 pub mod http_head;
@@ -9,6 +10,7 @@ pub mod jwt;
 pub mod pulling;
 pub mod push;
 pub mod registry;
+pub mod serving;
 pub mod tls;
 pub mod token_issuer;
 pub mod workspace;
