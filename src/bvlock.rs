@@ -81,15 +81,11 @@ impl BvLock {
                         .layers
                         .iter()
                         .map(|l| {
-                            Ok(LayerPin {
-                                digest: parse_digest(&l.digest)?,
-                                size: l.size,
-                                media_type: l.media_type.clone(),
-                                package: l
-                                    .conda_package
-                                    .as_ref()
-                                    .map(|p| format!("{}-{}-{}", p.name, p.version, p.build)),
-                            })
+                            let package = l
+                                .conda_package
+                                .as_ref()
+                                .map(|p| format!("{}-{}-{}", p.name, p.version, p.build));
+                            LayerPin::new(&l.digest, l.size, &l.media_type, package)
                         })
                         .collect::<Result<_, StoreError>>()?,
                 })

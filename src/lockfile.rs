@@ -78,6 +78,23 @@ pub struct LayerPin {
     pub package: Option<String>,
 }
 
+impl LayerPin {
+    /// A pin from a lockfile's fields; the digest must parse.
+    pub fn new(
+        digest: &str,
+        size: u64,
+        media_type: &str,
+        package: Option<String>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            digest: parse_digest(digest)?,
+            size,
+            media_type: media_type.to_string(),
+            package,
+        })
+    }
+}
+
 /// Why a lockfile could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum LockfileError {
@@ -135,14 +152,7 @@ impl Lockfile {
                     layers: image
                         .layers
                         .iter()
-                        .map(|l| {
-                            Ok(LayerPin {
-                                digest: parse_digest(&l.digest)?,
-                                size: l.size,
-                                media_type: l.media_type.clone(),
-                                package: l.package.clone(),
-                            })
-                        })
+                        .map(|l| LayerPin::new(&l.digest, l.size, &l.media_type, l.package.clone()))
                         .collect::<Result<_, StoreError>>()?,
                 })
             })

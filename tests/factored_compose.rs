@@ -178,23 +178,13 @@ fn factored_images_run_share_layers_and_are_reproducible() {
     }
     let node = env.dir.path().join("node");
     let pull = |name: &str| {
-        let output = std::process::Command::new(BIN)
-            .arg("--store")
-            .arg(&node)
-            .args(["--json", "pull", &env.via_proxy(name)])
-            .output()
-            .unwrap();
+        let output = stowage_in(&node, &["pull", &env.via_proxy(name)]);
         assert!(output.status.success(), "{}", stderr(&output));
     };
     pull("factored/a:1");
     env.proxy.reset_log();
     pull("factored/b:1");
-    let fetched: Vec<String> = env
-        .proxy
-        .blob_gets()
-        .iter()
-        .map(|r| r.path.clone())
-        .collect();
+    let fetched: Vec<String> = env.blob_get_paths();
     assert_eq!(
         fetched.len(),
         3,

@@ -35,12 +35,7 @@ fn cold_then_warm_then_a_sibling_fetches_only_new_layers() {
 
     env.proxy.reset_log();
     let sibling = env.pull(&[&env.via_proxy("tools/b:1")]);
-    let fetched: Vec<String> = env
-        .proxy
-        .blob_gets()
-        .iter()
-        .map(|r| r.path.clone())
-        .collect();
+    let fetched: Vec<String> = env.blob_get_paths();
     assert_eq!(
         fetched.len(),
         2,

@@ -256,10 +256,7 @@ fn read_conda_member<E: From<PackageError>>(
     part: &str,
     visit: &mut dyn FnMut(ArchiveEntry<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
-    let file = File::open(path).map_err(|source| PackageError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = open_file(path)?;
     let mut zip =
         zip::ZipArchive::new(BufReader::new(file)).map_err(|e| PackageError::format(label, e))?;
     let member = zip
@@ -275,15 +272,19 @@ fn read_conda_member<E: From<PackageError>>(
     read_tar(decoder, label, visit)
 }
 
+fn open_file(path: &Path) -> Result<File, PackageError> {
+    File::open(path).map_err(|source| PackageError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 fn read_tar_bz2<E: From<PackageError>>(
     path: &Path,
     label: &str,
     visit: &mut dyn FnMut(ArchiveEntry<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
-    let file = File::open(path).map_err(|source| PackageError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = open_file(path)?;
     read_tar(
         bzip2::read::MultiBzDecoder::new(BufReader::new(file)),
         label,

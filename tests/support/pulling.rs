@@ -93,6 +93,11 @@ impl Env {
         );
     }
 
+    /// The paths of every blob GET the proxy saw, in order.
+    pub fn blob_get_paths(&self) -> Vec<String> {
+        self.proxy.blob_gets().into_iter().map(|r| r.path).collect()
+    }
+
     /// Blob GETs the proxy saw for one digest.
     pub fn gets_of(&self, digest: &Digest) -> Vec<stowage_faultproxy::Record> {
         let suffix = format!("/blobs/{digest}");
