@@ -31,6 +31,16 @@ pub struct LockedLayer {
     /// `name-version-build` of the conda package a factored layer holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
+    /// The packages a grouped layer (past `--max-layers`) holds, each `name-version-build`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
+    /// The environment prefix a factored layer was installed for: the same package
+    /// under another prefix is another layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// The Python `X.Y` a `noarch: python` layer was laid out for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
 }
 
 /// One image in `stowage.lock`. Field order is the file's key order.

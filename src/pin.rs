@@ -3,14 +3,15 @@
 
 use oci_spec::image::ImageManifest;
 
+use crate::factored::install::{
+    ANNOTATION_BUILD, ANNOTATION_NAME, ANNOTATION_PACKAGES, ANNOTATION_PREFIX,
+    ANNOTATION_PYTHON, ANNOTATION_VERSION,
+};
 use crate::lockfile::{ImageKind, LockedImage, LockedLayer, Lockfile};
 use crate::platform::Platform;
 use crate::pull::PullError;
 use crate::reference::Reference;
 use crate::registry::{Client, ManifestKind, RegistryError};
-
-/// The annotation a factored layer names its conda package with.
-pub const CONDA_NAME: &str = "org.conda.package.name";
 
 /// A tag that resolves to another manifest than the lockfile pinned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +110,7 @@ fn kind_of(manifest: &ImageManifest) -> ImageKind {
     let factored = manifest.layers().iter().any(|l| {
         l.annotations()
             .as_ref()
-            .is_some_and(|a| a.contains_key(CONDA_NAME))
+            .is_some_and(|a| a.contains_key(ANNOTATION_NAME) || a.contains_key(ANNOTATION_PACKAGES))
     });
     if factored {
         ImageKind::FactoredOci
@@ -124,18 +125,24 @@ fn layers_of(manifest: &ImageManifest) -> Vec<LockedLayer> {
         .iter()
         .map(|l| {
             let annotation = |key: &str| l.annotations().as_ref().and_then(|a| a.get(key)).cloned();
-            let package = annotation(CONDA_NAME).map(|name| {
+            let package = annotation(ANNOTATION_NAME).map(|name| {
                 format!(
                     "{name}-{}-{}",
-                    annotation("org.conda.package.version").unwrap_or_default(),
-                    annotation("org.conda.package.build").unwrap_or_default()
+                    annotation(ANNOTATION_VERSION).unwrap_or_default(),
+                    annotation(ANNOTATION_BUILD).unwrap_or_default()
                 )
             });
+            let packages = annotation(ANNOTATION_PACKAGES)
+                .map(|list| list.split(',').map(str::to_string).collect())
+                .unwrap_or_default();
             LockedLayer {
                 digest: l.digest().to_string(),
                 size: l.size(),
                 media_type: l.media_type().to_string(),
                 package,
+                packages,
+                prefix: annotation(ANNOTATION_PREFIX),
+                python: annotation(ANNOTATION_PYTHON),
             }
         })
         .collect()

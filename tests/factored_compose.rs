@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 
 use conda_build::{long_placeholder, Format, Spec};
 use serde_json::Value;
-use stowage_store::Store;
-use support::fixtures::{put_blob, put_layer, set_ref, Compression, Entry};
+use support::base_images::busybox_base;
 use support::pulling::*;
 use tools::Podman;
 
@@ -32,44 +31,6 @@ fn script_package(name: &str, dir: &Path, format: Format) -> PathBuf {
             "text",
         )
         .write(dir, format)
-}
-
-/// A busybox image named `base` in the store at `dir`.
-fn busybox_base(dir: &Path) {
-    let store = Store::open(dir).unwrap();
-    let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
-    let layer = put_layer(
-        &store,
-        &[
-            Entry::dir("bin"),
-            Entry::file("bin/busybox", busybox, 0o755),
-            Entry::symlink("bin/sh", "busybox"),
-            Entry::symlink("bin/ls", "busybox"),
-            Entry::symlink("bin/wc", "busybox"),
-        ],
-        Compression::Gzip,
-    );
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.to_string()]},
-    }))
-    .unwrap();
-    let config_digest = put_blob(&store, &config);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
-        "layers": [layer.descriptor],
-    }))
-    .unwrap();
-    let digest = put_blob(&store, &manifest);
-    let descriptor = stowage_store::Descriptor::new(
-        stowage_store::MediaType::ImageManifest,
-        manifest.len() as u64,
-        digest,
-    );
-    set_ref(&store, "base", &descriptor);
 }
 
 fn layer_digests(env: &Env, name: &str) -> Vec<String> {
@@ -107,7 +68,7 @@ fn factor(env: &Env, name: &str, packages: &[PathBuf], extra: &[&str]) -> Value 
 #[test]
 fn factored_images_run_share_layers_and_are_reproducible() {
     let env = Env::new();
-    busybox_base(&env.store());
+    busybox_base(&env.store(), "base");
     let pkgs = env.dir.path().join("pkgs");
     std::fs::create_dir_all(&pkgs).unwrap();
     let hello = script_package("hello", &pkgs, Format::Conda);
@@ -201,7 +162,7 @@ fn factored_images_run_share_layers_and_are_reproducible() {
 #[test]
 fn past_the_layer_cap_the_least_shared_packages_share_one_layer() {
     let env = Env::new();
-    busybox_base(&env.store());
+    busybox_base(&env.store(), "base");
     let pkgs = env.dir.path().join("pkgs");
     std::fs::create_dir_all(&pkgs).unwrap();
     let packages: Vec<PathBuf> = (0..140)
@@ -213,6 +174,25 @@ fn past_the_layer_cap_the_least_shared_packages_share_one_layer() {
     let grouped = made["grouped"].as_array().unwrap().len();
     assert_eq!(grouped as u64, 140 - (125 - 2) + 1, "{made}");
     assert_eq!(layer_digests(&env, "factored/big:1").len() as u64, layers);
+    // The grouped layer names its packages and what they were made for, as a package
+    // layer does, so a lockfile can record them.
+    let oci = format!("oci:{}:factored/big:1", env.store().display());
+    let manifest = support::fixtures::skopeo_json(&["inspect", "--raw", &oci]);
+    let group = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["annotations"].get("org.conda.layer.packages").is_some())
+        .expect("a grouped layer");
+    assert_eq!(group["annotations"]["org.conda.layer.prefix"], "/opt/conda");
+    assert_eq!(
+        group["annotations"]["org.conda.layer.packages"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .count(),
+        grouped
+    );
     assert!(env.stowage(&["verify"]).status.success());
 
     let podman = Podman::new(env.dir.path());

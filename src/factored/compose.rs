@@ -11,7 +11,10 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::assemble::{assemble_image, base_image, AssembleError, AssembleLayer, RunConfig};
-use super::install::{install_package, InstallError, LayerOptions, PackageLayer};
+use super::install::{
+    install_package, InstallError, LayerOptions, PackageLayer, ANNOTATION_PACKAGES,
+    ANNOTATION_PREFIX, ANNOTATION_PYTHON,
+};
 use super::layer_tar::{anonymous_file, entry_path, prefix_dirs, LayerTarWriter};
 use super::package::{CondaPackage, PackageError};
 use crate::layers::Compression;
@@ -293,11 +296,16 @@ fn merge_layers(
     built.commit(store)?;
     let mut descriptor = Descriptor::new(options.compression.media_type(), size, digest);
     let labels: Vec<&str> = group.iter().map(|l| l.label.as_str()).collect();
-    descriptor.set_annotations(Some(
-        [("org.conda.layer.packages".to_string(), labels.join(","))]
-            .into_iter()
-            .collect(),
-    ));
+    // The group says what it was made for, as each package layer does, so a lockfile
+    // can record it.
+    let mut annotations: HashMap<String, String> = group
+        .iter()
+        .flat_map(|l| &l.annotations)
+        .filter(|(k, _)| *k == ANNOTATION_PREFIX || *k == ANNOTATION_PYTHON)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    annotations.insert(ANNOTATION_PACKAGES.to_string(), labels.join(","));
+    descriptor.set_annotations(Some(annotations));
     Ok(AssembleLayer {
         descriptor,
         diff_id: Some(diff_id),

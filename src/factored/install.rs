@@ -41,6 +41,8 @@ pub const ANNOTATION_SHA256: &str = "org.conda.package.sha256";
 pub const ANNOTATION_PREFIX: &str = "org.conda.layer.prefix";
 /// The Python `X.Y` a `noarch: python` layer was laid out for (absent otherwise).
 pub const ANNOTATION_PYTHON: &str = "org.conda.layer.python";
+/// The packages (`name-version-build`, comma-separated) a grouped layer holds.
+pub const ANNOTATION_PACKAGES: &str = "org.conda.layer.packages";
 
 /// The environment prefix used when none is given.
 pub const DEFAULT_PREFIX: &str = "/opt/conda";
