@@ -58,9 +58,17 @@ impl Store {
         let mut annotations = entry.annotations().clone().unwrap_or_default();
         annotations.insert(REF_NAME_ANNOTATION.to_string(), name.to_string());
         entry.set_annotations(Some(annotations));
+        // Replaced where it stands, so an unchanged ref leaves index.json as it is
+        // (no rewrite, no fsync) however many refs come after it.
         self.update_index(|manifests| {
-            manifests.retain(|d| ref_name(d) != Some(name));
-            manifests.push(entry);
+            let mut entry = Some(entry);
+            manifests.retain_mut(|d| {
+                if ref_name(d) != Some(name) {
+                    return true;
+                }
+                entry.take().map(|e| *d = e).is_some()
+            });
+            manifests.extend(entry);
         })
     }
 

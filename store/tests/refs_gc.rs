@@ -27,6 +27,26 @@ fn small_image(store: &Store, content: &[u8]) -> (Descriptor, Digest) {
 }
 
 #[test]
+fn setting_a_ref_to_what_it_names_leaves_index_json_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (a, _) = small_image(&store, b"layer a");
+    let (b, _) = small_image(&store, b"layer b");
+    store.set_ref("a:1", &a).unwrap();
+    store.set_ref("b:1", &b).unwrap();
+    let inode = || std::fs::metadata(dir.path().join("index.json")).unwrap().ino();
+    let before = inode();
+    // A warm pull of the first of several refs: nothing to rewrite or fsync.
+    store.set_ref("a:1", &a).unwrap();
+    assert_eq!(inode(), before, "index.json was rewritten for an unchanged ref");
+    store.set_ref("a:1", &b).unwrap();
+    assert_ne!(inode(), before);
+    let names: Vec<String> = store.refs().unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["a:1", "b:1"], "a changed ref keeps its place");
+}
+
+#[test]
 fn refs_add_resolve_remove() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
