@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
 use serde_json::json;
+use stowage::factored::artifact::{fetch_packages, PackageSource};
 use stowage::factored::assemble::{assemble_image, base_image, AssembleLayer, RunConfig};
 use stowage::factored::ensure::{ensure_layers, EnsureReport};
 use stowage::lockfile::read_pins;
@@ -197,9 +198,11 @@ pub fn assemble(store: &Store, args: &AssembleArgs, out: &Output) -> anyhow::Res
 pub struct FactorArgs {
     /// The name to record the image under in the store.
     name: String,
-    /// Conda packages (.conda or .tar.bz2), one layer each.
-    #[arg(required = true)]
-    packages: Vec<PathBuf>,
+    /// Conda packages, one layer each: .conda or .tar.bz2 files, or package artifacts
+    /// on a registry (docker://REF, oci://REF, oci://HOST/CHANNEL/SUBDIR/NAME-VERSION-
+    /// BUILD.conda, or HOST/REPO:TAG naming its registry host).
+    #[arg(required = true, value_name = "PKG")]
+    packages: Vec<String>,
     /// A stored image to build on: its layers first, its run configuration kept.
     #[arg(long)]
     base: Option<String>,
@@ -221,6 +224,8 @@ pub struct FactorArgs {
     /// The command, as a JSON array or one word.
     #[arg(long)]
     cmd: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 pub fn factor(store: &Store, args: &FactorArgs, out: &Output) -> anyhow::Result<ExitCode> {
@@ -239,15 +244,53 @@ pub fn factor(store: &Store, args: &FactorArgs, out: &Output) -> anyhow::Result<
             LayerCompression::Zstd
         },
     };
+    let mut files = Vec::new();
+    let mut artifacts = Vec::new();
+    for arg in &args.packages {
+        match PackageSource::parse(arg)? {
+            PackageSource::File(path) => files.push(path),
+            PackageSource::Registry(package) => artifacts.push(package),
+        }
+    }
     let options = stowage::factored::compose::FactorOptions {
         base: args.base.clone(),
-        packages: args.packages.clone(),
+        packages: files,
         layer,
         max_layers: args.max_layers,
         entrypoint: args.entrypoint.as_deref().map(words),
         cmd: args.cmd.as_deref().map(words),
     };
-    let report = stowage::factored::compose::factor(store, &args.name, &options)?;
+    // The package blobs fetched are referenced by no ref: keep gc off them until the
+    // image is recorded.
+    let _lease = store.lease()?;
+    let mut fetched_report = None;
+    let mut opened = Vec::new();
+    if !artifacts.is_empty() {
+        let registries: Vec<&str> = artifacts
+            .iter()
+            .map(|a| a.reference.registry.as_str())
+            .collect();
+        let client = args.registry.client(&registries)?;
+        let (fetched, report) = runtime()?.block_on(fetch_packages(
+            client,
+            store,
+            &artifacts,
+            &PullOptions::default(),
+            progress_for(out),
+        ))?;
+        out.line(format!(
+            "{} registry packages: fetched {} in {} blobs, {} already present",
+            report.packages,
+            indicatif::HumanBytes(report.bytes_fetched),
+            report.blobs_fetched,
+            indicatif::HumanBytes(report.bytes_present)
+        ));
+        for package in &fetched {
+            opened.push(package.open(store)?);
+        }
+        fetched_report = Some(report);
+    }
+    let report = stowage::factored::compose::factor_with(store, &args.name, &options, opened)?;
     out.line(format!(
         "{} {}: {} packages in {} layers ({} new){}",
         report.name,
@@ -261,6 +304,10 @@ pub fn factor(store: &Store, args: &FactorArgs, out: &Output) -> anyhow::Result<
             format!(", {} grouped into one layer", report.grouped.len())
         }
     ));
-    out.json(serde_json::to_value(&report)?);
+    let mut summary = serde_json::to_value(&report)?;
+    if let Some(fetched) = fetched_report {
+        summary["registry_packages"] = serde_json::to_value(&fetched)?;
+    }
+    out.json(summary);
     Ok(ExitCode::SUCCESS)
 }

@@ -77,11 +77,23 @@ pub fn factor(
     name: &str,
     options: &FactorOptions,
 ) -> Result<FactorReport, FactorError> {
+    factor_with(store, name, options, Vec::new())
+}
+
+/// [`factor`], with `opened` packages (read from elsewhere, say registry blobs in the
+/// store) besides the files `options.packages` names.
+pub fn factor_with(
+    store: &Store,
+    name: &str,
+    options: &FactorOptions,
+    opened: Vec<CondaPackage>,
+) -> Result<FactorReport, FactorError> {
     let mut packages = options
         .packages
         .iter()
         .map(CondaPackage::open)
         .collect::<Result<Vec<_>, _>>()?;
+    packages.extend(opened);
     packages.sort_by(|a, b| {
         let (a, b) = (a.metadata(), b.metadata());
         (&a.name, &a.version, &a.build).cmp(&(&b.name, &b.version, &b.build))

@@ -1,6 +1,7 @@
 //! Factored images: one layer per conda package, so images that share packages share
 //! layers (DESIGN.md, "Factored images").
 
+pub mod artifact;
 pub mod assemble;
 pub mod compose;
 pub mod ensure;
