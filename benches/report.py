@@ -34,7 +34,8 @@ TOOL_NOTES = {
     "curl": "one `curl -Z --parallel-max {par}` process, config + layers into files; "
             "manifest fetched beforehand (not timed); no hashing, no fsync",
     "ranged": "diagnostic, not the floor: the same curl, blobs ≥ {split} MiB fetched as "
-              "the byte ranges stowage asks for (size/8 each, own connection each)",
+              "the byte ranges stowage asks for (whole rounds of 8 ranges of about 8 MiB, "
+              "own connection each)",
     "durable": "diagnostic: the curl floor, then an fsync of each file (8 at a time), so "
                "the bytes are durable, as stowage's are when it exits",
     "skopeo": "to an `oci:` layout",
@@ -121,14 +122,16 @@ def curl_model(sizes, parallel, delay, rate):
     return end
 
 
-def stowage_pieces(sizes, split_threshold, ranges_per_blob=8, min_range=4 << 20):
+def stowage_pieces(sizes, split_threshold, ranges_per_blob=8, range_size=8 << 20,
+                   min_range=4 << 20):
     """The requests stowage makes for these blobs (src/registry/blob.rs `plan`)."""
     pieces = []
     for size in sizes:
         if size < split_threshold:
             pieces.append(size)
             continue
-        piece = max(size // ranges_per_blob, min_range)
+        rounds = -(-size // (ranges_per_blob * range_size))
+        piece = max(-(-size // (ranges_per_blob * rounds)), min_range)
         at = 0
         while at < size:
             nxt = min(at + piece, size)

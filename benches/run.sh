@@ -48,7 +48,7 @@ WAN_RATE=25000000
 CURL_PARALLEL=8
 # stowage's defaults for splitting big blobs into ranges (src/registry/blob.rs), so the
 # "ranged" curl row asks for exactly the ranges stowage asks for.
-SPLIT_THRESHOLD=$((16 << 20)) RANGES_PER_BLOB=8 MIN_RANGE=$((4 << 20))
+SPLIT_THRESHOLD=$((16 << 20)) RANGES_PER_BLOB=8 RANGE_SIZE=$((8 << 20)) MIN_RANGE=$((4 << 20))
 
 declare -A LAYERS=([many2m]=100 [one200]=1 [four200]=4)
 declare -A LAYER_BYTES=([many2m]=2097152 [one200]=209715200 [four200]=209715200)
@@ -224,8 +224,9 @@ cmd_curl() {
 }
 
 # ranged: the same curl process, but blobs >= SPLIT_THRESHOLD are fetched as stowage
-# plans them (size / RANGES_PER_BLOB, at least MIN_RANGE, each range its own request
-# and file). Only run for images that have such blobs.
+# plans them (whole rounds of RANGES_PER_BLOB ranges of about RANGE_SIZE, at least
+# MIN_RANGE, each range its own request and file). Only run for images that have such
+# blobs.
 has_big_blob() { blob_list "$1" | awk -v t=$SPLIT_THRESHOLD '$2 >= t {f = 1} END {exit !f}'; }
 prep_ranged() {
   local host=$1 img=$2 digest size piece at next
@@ -237,7 +238,9 @@ prep_ranged() {
     BLOB_TOTAL=$((BLOB_TOTAL + size))
     piece=$size
     if [ "$size" -ge $SPLIT_THRESHOLD ]; then
-      piece=$((size / RANGES_PER_BLOB))
+      local round=$((RANGES_PER_BLOB * RANGE_SIZE)) rounds
+      rounds=$(((size + round - 1) / round))
+      piece=$(((size + RANGES_PER_BLOB * rounds - 1) / (RANGES_PER_BLOB * rounds)))
       [ $piece -ge $MIN_RANGE ] || piece=$MIN_RANGE
     fi
     at=0

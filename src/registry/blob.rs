@@ -4,9 +4,10 @@
 //! CDNs). A registry that ignores Range gets one plain stream that fills the holes.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use futures_util::future::try_join_all;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 
@@ -21,6 +22,11 @@ pub struct BlobOptions {
     pub split_threshold: u64,
     /// At most this many ranges of one blob in flight.
     pub ranges_per_blob: u64,
+    /// Ranges are about this big. They are requested in order, `ranges_per_blob` at a
+    /// time, so they also finish roughly in order: the hash, which can only follow the
+    /// contiguous prefix, keeps up with the bytes as they arrive instead of reading most
+    /// of the blob back after the last range lands.
+    pub range_size: u64,
     /// No range is smaller than this.
     pub min_range: u64,
 }
@@ -30,6 +36,7 @@ impl Default for BlobOptions {
         Self {
             split_threshold: 16 << 20,
             ranges_per_blob: 8,
+            range_size: 8 << 20,
             min_range: 4 << 20,
         }
     }
@@ -77,11 +84,22 @@ impl Client {
             on_bytes,
         };
         let pieces = plan(&ingest.missing(), size, options);
-        let outcomes = try_join_all(
-            pieces
-                .iter()
-                .map(|piece| self.fetch_range(&job, piece.clone(), true)),
-        )
+        // Once the registry has shown it ignores Range, the pieces not yet started are
+        // not requested at all.
+        let ignored = AtomicBool::new(false);
+        let (job, ignored) = (&job, &ignored);
+        let outcomes: Vec<Outcome> = stream::iter(pieces.into_iter().map(|piece| async move {
+            if ignored.load(Ordering::Relaxed) {
+                return Ok(Outcome::RangeIgnored);
+            }
+            let outcome = self.fetch_range(job, piece, true).await?;
+            if matches!(outcome, Outcome::RangeIgnored) {
+                ignored.store(true, Ordering::Relaxed);
+            }
+            Ok::<_, RegistryError>(outcome)
+        }))
+        .buffer_unordered(options.ranges_per_blob.max(1) as usize)
+        .try_collect()
         .await?;
         if outcomes.iter().any(|o| matches!(o, Outcome::RangeIgnored)) {
             tracing::debug!(digest = %descriptor.digest(), "registry ignores Range; one plain stream");
@@ -263,10 +281,12 @@ fn plan(holes: &[Range<u64>], size: u64, options: &BlobOptions) -> Vec<Range<u64
     if size < options.split_threshold {
         return holes.to_vec();
     }
-    // Rounded up, so leftover bytes never make a tiny extra request.
-    let piece = size
-        .div_ceil(options.ranges_per_blob.max(1))
-        .max(options.min_range);
+    // A whole number of rounds of `ranges_per_blob` ranges, each about `range_size`
+    // (rounded up, so leftover bytes never make a tiny extra request, and no round is
+    // left half empty on a slow link).
+    let per_round = options.ranges_per_blob.max(1);
+    let rounds = size.div_ceil(per_round * options.range_size.max(1));
+    let piece = size.div_ceil(per_round * rounds).max(options.min_range);
     let mut pieces = Vec::new();
     for hole in holes {
         let mut at = hole.start;
@@ -307,6 +327,12 @@ mod tests {
         let pieces = plan(&[0..size], size, &options);
         assert_eq!(pieces.len(), 8);
         assert_eq!(pieces.last().unwrap().end, size);
+        // A big blob: whole rounds of eight ranges of about range_size, in order.
+        let size = 200 << 20;
+        let pieces = plan(&[0..size], size, &options);
+        assert_eq!(pieces.len(), 32);
+        assert!(pieces.windows(2).all(|w| w[0].end == w[1].start));
+        assert_eq!((pieces[0].start, pieces.last().unwrap().end), (0, size));
         let pieces = plan(&[(10 << 20)..(12 << 20), (40 << 20)..size], size, &options);
         assert_eq!(pieces.first(), Some(&((10 << 20)..(12 << 20))));
         assert_eq!(

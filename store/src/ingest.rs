@@ -34,8 +34,9 @@ use crate::lock::FileLock;
 /// least this much) has arrived since the last record: at most eight syncs a blob.
 const RECORD_AT_LEAST: u64 = 8 << 20;
 
-/// Writeback of the contiguous prefix is started every this many bytes, so the fsync
-/// at commit finds little left to write.
+/// Writeback of what was written is started every this many new bytes, wherever they
+/// landed, so neither the syncs that record ranges nor the fsync at commit find much
+/// left to write.
 const FLUSH_EVERY: u64 = 8 << 20;
 
 /// What a committed ingest produced.
@@ -69,8 +70,8 @@ struct State {
     recorded: u64,
     /// A sync and record is under way (outside the lock).
     recording: bool,
-    /// The prefix up to which writeback to disk has been started.
-    flushing: u64,
+    /// Bytes written since writeback to disk was last started.
+    unflushed: u64,
     /// A write failed or went past the size: the data cannot be trusted.
     poisoned: bool,
 }
@@ -156,7 +157,7 @@ impl Ingest {
                 claimed: written.clone(),
                 recorded: written.len(),
                 recording: false,
-                flushing: 0,
+                unflushed: 0,
                 written,
                 positional,
                 poisoned: false,
@@ -233,21 +234,26 @@ impl Ingest {
             state.hashed = end;
         }
         self.advance_hash(&mut state)?;
-        let prefix = state.written.prefix_end();
-        if prefix - state.flushing >= FLUSH_EVERY {
-            start_writeback(&self.file, state.flushing, prefix - state.flushing);
-            state.flushing = prefix;
+        state.unflushed += buf.len() as u64;
+        let flush = state.unflushed >= FLUSH_EVERY;
+        if flush {
+            state.unflushed = 0;
         }
         // Bound what a crash can cost (the holes plus at most `record_every` bytes),
         // syncing outside the lock so the other ranges keep arriving meanwhile.
         let due = state.positional
             && !state.recording
             && state.written.len() - state.recorded >= self.record_every;
-        if due {
+        let snapshot = due.then(|| {
             state.recording = true;
             state.recorded = state.written.len();
-            let snapshot = state.written.clone();
-            drop(state);
+            state.written.clone()
+        });
+        drop(state);
+        if flush {
+            start_writeback(&self.file);
+        }
+        if let Some(snapshot) = snapshot {
             let result = self
                 .file
                 .sync_data()
@@ -424,20 +430,13 @@ impl Drop for Ingest {
     }
 }
 
-/// Asks the kernel to start writing a range to disk now, without waiting for it
-/// (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`; no crate wraps it more simply).
-/// Only a hint: durability still comes from the fsync at commit.
-fn start_writeback(file: &File, offset: u64, len: u64) {
+/// Asks the kernel to start writing the file's dirty pages to disk now, without waiting
+/// for them (`sync_file_range` with `SYNC_FILE_RANGE_WRITE` over the whole file; no
+/// crate wraps it more simply). Only a hint: durability still comes from the syncs.
+fn start_writeback(file: &File) {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid open descriptor and plain integers; the call touches no memory.
-    let rc = unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        )
-    };
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
     if rc != 0 {
         tracing::trace!("sync_file_range: {}", io::Error::last_os_error());
     }
