@@ -4,8 +4,8 @@
 use oci_spec::image::ImageManifest;
 
 use crate::factored::install::{
-    ANNOTATION_BUILD, ANNOTATION_NAME, ANNOTATION_PACKAGES, ANNOTATION_PREFIX,
-    ANNOTATION_PYTHON, ANNOTATION_VERSION,
+    ANNOTATION_BUILD, ANNOTATION_NAME, ANNOTATION_PACKAGES, ANNOTATION_PREFIX, ANNOTATION_PYTHON,
+    ANNOTATION_VERSION,
 };
 use crate::lockfile::{ImageKind, LockedImage, LockedLayer, Lockfile};
 use crate::platform::Platform;

@@ -35,7 +35,9 @@ fn python_package(dir: &Path) -> PathBuf {
         .symlink("bin/python", &format!("python{PYTHON}"))
         .file(
             "pyvenv.cfg",
-            format!("home = /usr/bin\ninclude-system-site-packages = false\nversion = {PYTHON}.2\n"),
+            format!(
+                "home = /usr/bin\ninclude-system-site-packages = false\nversion = {PYTHON}.2\n"
+            ),
             0o644,
         )
         .write(dir, Format::Conda)
@@ -68,7 +70,10 @@ fn a_noarch_python_entry_point_runs_on_a_node_that_synced_the_lockfile() {
         python.to_str().unwrap(),
         pytool.to_str().unwrap(),
     ]);
-    assert_eq!(made["layers"], 4, "base, python, pytool, conda-meta: {made}");
+    assert_eq!(
+        made["layers"], 4,
+        "base, python, pytool, conda-meta: {made}"
+    );
     let remote = format!("{}/{name}", env.registry.addr());
     env.json(&["copy", name, &remote]);
 
@@ -106,7 +111,9 @@ fn a_noarch_python_entry_point_runs_on_a_node_that_synced_the_lockfile() {
     let script = format!("head -n 1 /opt/conda/bin/pytool; ls {site}; pytool; echo exit=$?");
     let stdout = run_ok(
         &node,
-        &["run", &remote, "--into", "podman", "--", "sh", "-c", &script],
+        &[
+            "run", &remote, "--into", "podman", "--", "sh", "-c", &script,
+        ],
         &[(var, &value)],
     );
     let mut lines = stdout.lines();
@@ -121,6 +128,10 @@ fn a_noarch_python_entry_point_runs_on_a_node_that_synced_the_lockfile() {
         "the entry point did not run: {stdout}"
     );
     // The image's own command is the entry point too.
-    let stdout = run_ok(&node, &["run", &remote, "--into", "podman"], &[(var, &value)]);
+    let stdout = run_ok(
+        &node,
+        &["run", &remote, "--into", "podman"],
+        &[(var, &value)],
+    );
     assert_eq!(stdout.trim(), "pytool runs", "{stdout}");
 }

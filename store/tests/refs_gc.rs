@@ -35,11 +35,19 @@ fn setting_a_ref_to_what_it_names_leaves_index_json_alone() {
     let (b, _) = small_image(&store, b"layer b");
     store.set_ref("a:1", &a).unwrap();
     store.set_ref("b:1", &b).unwrap();
-    let inode = || std::fs::metadata(dir.path().join("index.json")).unwrap().ino();
+    let inode = || {
+        std::fs::metadata(dir.path().join("index.json"))
+            .unwrap()
+            .ino()
+    };
     let before = inode();
     // A warm pull of the first of several refs: nothing to rewrite or fsync.
     store.set_ref("a:1", &a).unwrap();
-    assert_eq!(inode(), before, "index.json was rewritten for an unchanged ref");
+    assert_eq!(
+        inode(),
+        before,
+        "index.json was rewritten for an unchanged ref"
+    );
     store.set_ref("a:1", &b).unwrap();
     assert_ne!(inode(), before);
     let names: Vec<String> = store.refs().unwrap().into_iter().map(|r| r.name).collect();

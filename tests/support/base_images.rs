@@ -47,13 +47,19 @@ pub fn python_base(dir: &Path, name: &str) {
         entries.push(Entry::file(path, data, 0o755));
     }
     entries.extend(dirs.iter().filter(|d| *d != "bin").map(|d| Entry::dir(d)));
-    entries.push(Entry::symlink("usr/bin/python3", &format!("python{PYTHON}")));
+    entries.push(Entry::symlink(
+        "usr/bin/python3",
+        &format!("python{PYTHON}"),
+    ));
     image_of(dir, name, entries);
 }
 
 fn busybox_entries() -> Vec<Entry> {
     let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
-    let mut entries = vec![Entry::dir("bin"), Entry::file("bin/busybox", busybox, 0o755)];
+    let mut entries = vec![
+        Entry::dir("bin"),
+        Entry::file("bin/busybox", busybox, 0o755),
+    ];
     for applet in ["sh", "ls", "wc", "head", "cat"] {
         entries.push(Entry::symlink(&format!("bin/{applet}"), "busybox"));
     }
