@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use conda_build::{Format, Spec};
 use serde_json::{json, Value};
 use stowage_store::{Digest, Store};
+use support::archive_check::fails;
 use support::fixtures::{build_layer, sha256_digest, tagged_image, Compression, Entry};
 use support::pulling::*;
 use support::push::{push_blob, push_manifest};
@@ -103,17 +104,6 @@ fn layer_digests(manifest: &Value) -> Vec<String> {
         .iter()
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// Runs `stowage --json ARGS` against `store`, which must fail; returns stderr.
-fn fails(store: &Path, args: &[&str]) -> String {
-    let output = stowage_in(store, args);
-    assert!(
-        !output.status.success(),
-        "stowage {args:?} succeeded: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    stderr(&output)
 }
 
 #[test]

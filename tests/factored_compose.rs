@@ -45,18 +45,6 @@ fn layer_digests(env: &Env, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Runs stowage against the test's store and returns stdout; panics on failure.
-fn run_ok(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> String {
-    let output = tools::stowage(&env.store(), args, vars);
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
 fn factor(env: &Env, name: &str, packages: &[PathBuf], extra: &[&str]) -> Value {
     let mut args = vec!["factor", name, "--base", "base"];
     args.extend_from_slice(extra);
@@ -120,8 +108,8 @@ fn factored_images_run_share_layers_and_are_reproducible() {
     // It runs, with the placeholder rewritten to the prefix.
     let podman = Podman::new(env.dir.path());
     let (var, value) = podman.env();
-    let stdout = run_ok(
-        &env,
+    let stdout = tools::stowage_ok(
+        &env.store(),
         &["run", "factored/a:1", "--into", "podman"],
         &[(var, &value)],
     );
@@ -129,7 +117,11 @@ fn factored_images_run_share_layers_and_are_reproducible() {
     // ...and so does docker 20.10, which gets the zstd layers decompressed.
     if tools::docker_available("factored image in docker") {
         let _loaded = tools::DockerImages(vec!["localhost/factored/a:1".into()]);
-        let stdout = run_ok(&env, &["run", "factored/a:1", "--into", "docker"], &[]);
+        let stdout = tools::stowage_ok(
+            &env.store(),
+            &["run", "factored/a:1", "--into", "docker"],
+            &[],
+        );
         assert!(stdout.contains("hello runs from /opt/conda"), "{stdout}");
     }
 
@@ -197,8 +189,8 @@ fn past_the_layer_cap_the_least_shared_packages_share_one_layer() {
 
     let podman = Podman::new(env.dir.path());
     let (var, value) = podman.env();
-    let stdout = run_ok(
-        &env,
+    let stdout = tools::stowage_ok(
+        &env.store(),
         &[
             "run",
             "factored/big:1",

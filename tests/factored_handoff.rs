@@ -17,12 +17,6 @@ use support::base_images::busybox_base;
 use support::pulling::*;
 use tools::Podman;
 
-fn run_ok(store: &std::path::Path, args: &[&str], vars: &[(&str, &str)]) -> String {
-    let output = tools::stowage(store, args, vars);
-    tools::assert_ok(&output, &format!("stowage {args:?}"));
-    tools::text(&output.stdout)
-}
-
 #[test]
 fn ensure_layers_then_assemble_then_load_and_run_on_an_empty_node() {
     let env = Env::new();
@@ -104,7 +98,7 @@ fn ensure_layers_then_assemble_then_load_and_run_on_an_empty_node() {
 
     let podman = Podman::new(env.dir.path());
     let (var, value) = podman.env();
-    let loaded = run_ok(
+    let loaded = tools::stowage_ok(
         &node,
         &["load", "local/hello:1", "--into", "podman"],
         &[(var, &value)],
@@ -126,7 +120,7 @@ fn ensure_layers_then_assemble_then_load_and_run_on_an_empty_node() {
 
     if tools::docker_available("factored hand-off to docker") {
         let _loaded = tools::DockerImages(vec!["localhost/local/hello:1".into()]);
-        run_ok(&node, &["load", "local/hello:1", "--into", "docker"], &[]);
+        tools::stowage_ok(&node, &["load", "local/hello:1", "--into", "docker"], &[]);
         let output = std::process::Command::new("docker")
             .args(["run", "--rm", "localhost/local/hello:1"])
             .output()

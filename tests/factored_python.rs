@@ -43,12 +43,6 @@ fn python_package(dir: &Path) -> PathBuf {
         .write(dir, Format::Conda)
 }
 
-fn run_ok(store: &Path, args: &[&str], vars: &[(&str, &str)]) -> String {
-    let output = tools::stowage(store, args, vars);
-    tools::assert_ok(&output, &format!("stowage {args:?}"));
-    tools::text(&output.stdout)
-}
-
 #[test]
 fn a_noarch_python_entry_point_runs_on_a_node_that_synced_the_lockfile() {
     let env = Env::new();
@@ -109,7 +103,7 @@ fn a_noarch_python_entry_point_runs_on_a_node_that_synced_the_lockfile() {
     let (var, value) = podman.env();
     let site = format!("/opt/conda/lib/python{PYTHON}/site-packages");
     let script = format!("head -n 1 /opt/conda/bin/pytool; ls {site}; pytool; echo exit=$?");
-    let stdout = run_ok(
+    let stdout = tools::stowage_ok(
         &node,
         &[
             "run", &remote, "--into", "podman", "--", "sh", "-c", &script,
@@ -128,7 +122,7 @@ fn a_noarch_python_entry_point_runs_on_a_node_that_synced_the_lockfile() {
         "the entry point did not run: {stdout}"
     );
     // The image's own command is the entry point too.
-    let stdout = run_ok(
+    let stdout = tools::stowage_ok(
         &node,
         &["run", &remote, "--into", "podman"],
         &[(var, &value)],

@@ -111,6 +111,13 @@ pub fn stowage(store: &Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
+/// [`stowage`], which must succeed; returns stdout.
+pub fn stowage_ok(store: &Path, args: &[&str], vars: &[(&str, &str)]) -> String {
+    let output = stowage(store, args, vars);
+    assert_ok(&output, &format!("stowage {args:?}"));
+    text(&output.stdout)
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
