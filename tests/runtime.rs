@@ -8,6 +8,7 @@
 mod images;
 mod support;
 #[path = "runtime/tools.rs"]
+#[allow(dead_code)]
 mod tools;
 
 use std::os::unix::fs::PermissionsExt;

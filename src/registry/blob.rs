@@ -103,7 +103,7 @@ impl Client {
         .await?;
         if outcomes.iter().any(|o| matches!(o, Outcome::RangeIgnored)) {
             tracing::debug!(digest = %descriptor.digest(), "registry ignores Range; one plain stream");
-            self.fetch_range(&job, 0..size, false).await?;
+            self.fetch_range(job, 0..size, false).await?;
         }
         let ingest = Arc::into_inner(ingest).expect("every range task has finished");
         let committed = tokio::task::spawn_blocking(move || ingest.commit())
