@@ -28,6 +28,7 @@ test: setup
 bench: setup build
 	bash benches/run.sh
 	bash benches/mirror.sh
+	bash benches/factored.sh
 
 demo: setup build
 	bash scripts/demo.sh
