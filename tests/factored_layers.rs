@@ -446,3 +446,43 @@ fn a_package_missing_a_listed_file_or_not_a_package_is_refused() {
     );
     assert!(err.to_string().contains("tool-1.2.0-h1234_0"), "{err}");
 }
+
+#[test]
+fn a_built_layer_is_remembered_until_its_blob_is_gone() {
+    let env = Env::new();
+    let zstd = LayerCompression::Zstd;
+    let package = env.package(&tool(), Format::Conda);
+    let first = env.install(&package, "/opt/conda", None, zstd).unwrap();
+    // With the package file gone only the cache can answer: nothing is read again.
+    let saved = std::fs::read(package.path()).unwrap();
+    std::fs::remove_file(package.path()).unwrap();
+    let cached = env.install(&package, "/opt/conda", None, zstd).unwrap();
+    assert!(cached.already_stored);
+    assert_eq!(
+        (&cached.digest, &cached.diff_id, cached.size, &cached.label),
+        (&first.digest, &first.diff_id, first.size, &first.label)
+    );
+    assert_eq!(cached.annotations, first.annotations);
+    assert_eq!(cached.record_json(), first.record_json());
+    // Another prefix is another layer: not in the cache, so the missing file is named.
+    let err = env
+        .install(&package, "/opt/other", None, zstd)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&package.path().display().to_string()), "{err}");
+
+    // A blob gc removed is built again, the same.
+    std::fs::write(package.path(), &saved).unwrap();
+    std::fs::remove_file(env.store.blob_path(&first.digest)).unwrap();
+    let rebuilt = env.install(&package, "/opt/conda", None, zstd).unwrap();
+    assert!(!rebuilt.already_stored);
+    assert_eq!(rebuilt.digest, first.digest);
+    // A damaged cache entry is only a miss.
+    let cache = env.root.join("store/stowage/layers");
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"{not json").unwrap();
+    }
+    let again = env.install(&package, "/opt/conda", None, zstd).unwrap();
+    assert_eq!(again.digest, first.digest);
+    read_layer(&env.store, &again);
+}

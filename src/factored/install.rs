@@ -12,8 +12,9 @@
 //! `noarch: python` package (ignored for any other), and the compression. Not the
 //! package's file name or time stamps, not the machine, not the order of the archive.
 //! The same key always gives the same digest with the same stowage build (the
-//! compressors are pinned by Cargo.lock; see [`super::layer_tar`]), so a composer may
-//! cache `LayerKey → PackageLayer` and images that share packages share layers.
+//! compressors are pinned by Cargo.lock; see [`super::layer_tar`]), so images that
+//! share packages share layers, and [`install_package`] remembers `LayerKey →
+//! PackageLayer` (`super::layer_cache`) to skip building a layer the store holds.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,6 +25,7 @@ use serde_json::{Map, Value};
 
 use crate::store::{sha256_of, Descriptor, Digest, MediaType, Store, StoreError};
 
+use super::layer_cache;
 use super::layer_tar::{anonymous_file, entry_path, prefix_dirs, LayerCompression, LayerTarWriter};
 use super::metadata::Noarch;
 use super::noarch::PythonVersion;
@@ -243,6 +245,10 @@ pub fn install_package(
     options: &LayerOptions,
 ) -> Result<PackageLayer, InstallError> {
     let key = options.key(package)?;
+    if let Some(layer) = layer_cache::get(store, &key) {
+        tracing::debug!(package = %layer.label, digest = %layer.digest, "package layer (cached)");
+        return Ok(layer);
+    }
     let label = package.label();
     let write_error = |source| InstallError::Write {
         package: label.clone(),
@@ -280,7 +286,7 @@ pub fn install_package(
     if let Some(python) = key.python {
         annotations.insert(ANNOTATION_PYTHON.to_string(), python.to_string());
     }
-    Ok(PackageLayer {
+    let layer = PackageLayer {
         digest,
         size,
         media_type: key.compression.media_type(),
@@ -290,7 +296,12 @@ pub fn install_package(
         key,
         label,
         already_stored,
-    })
+    };
+    if let Err(e) = layer_cache::put(store, &layer) {
+        // Only the next build of this package is slower for it.
+        tracing::debug!(package = %layer.label, "layer cache not written: {e}");
+    }
+    Ok(layer)
 }
 
 /// Writes the plan's entries under `prefix`, rewriting placeholders on the way, and

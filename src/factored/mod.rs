@@ -6,6 +6,7 @@ pub mod assemble;
 pub mod compose;
 pub mod ensure;
 pub mod install;
+mod layer_cache;
 pub mod layer_tar;
 pub mod metadata;
 pub mod noarch;
