@@ -140,6 +140,13 @@ def stowage_pieces(sizes, split_threshold, ranges_per_blob=8, range_size=8 << 20
     return pieces
 
 
+def stowage_concurrency(sizes, split_threshold, conc, ranges_per_blob=8):
+    """Requests stowage keeps in flight: `conc` across the process, at most
+    `ranges_per_blob` ranges of one big blob."""
+    big = sum(1 for size in sizes if size >= split_threshold)
+    return min(conc, ranges_per_blob * big + len(sizes) - big)
+
+
 def main():
     ap = argparse.ArgumentParser()
     for name in ["results", "manifests", "runs", "quick", "images", "profiles", "tools",
@@ -151,7 +158,7 @@ def main():
     rate = int(args.rate)
     par = int(args.curl_parallel)
     split = int(args.split_threshold or 16 << 20)
-    conc = 8
+    conc = 16  # stowage's default --concurrency (src/cli/pull.rs)
     flags = args.stowage_flags.replace("=", " ").split()
     if "--concurrency" in flags:
         conc = int(flags[flags.index("--concurrency") + 1])
@@ -260,8 +267,8 @@ def main():
             if profile == "wan":
                 notes_after.append(
                     f"- {LABELS.get(img, img)}: stowage's {len(stowage_pieces(sizes, split))} "
-                    f"requests, {conc} at a time, need ≥ "
-                    f"{curl_model(stowage_pieces(sizes, split), conc, delay, rate):.2f} s; "
+                    f"requests, {stowage_concurrency(sizes, split, conc)} at a time, need ≥ "
+                    f"{curl_model(stowage_pieces(sizes, split), stowage_concurrency(sizes, split, conc), delay, rate):.2f} s; "
                     f"one request per blob, {par} at a time (curl floor), needs ≥ "
                     f"{curl_model(sizes, par, delay, rate):.2f} s; skopeo (6 at a time) ≥ "
                     f"{curl_model(sizes, 6, delay, rate):.2f} s")
