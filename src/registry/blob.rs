@@ -285,7 +285,7 @@ fn plan(holes: &[Range<u64>], size: u64, options: &BlobOptions) -> Vec<Range<u64
     // (rounded up, so leftover bytes never make a tiny extra request, and no round is
     // left half empty on a slow link).
     let per_round = options.ranges_per_blob.max(1);
-    let rounds = size.div_ceil(per_round * options.range_size.max(1));
+    let rounds = size.div_ceil(per_round * options.range_size.max(1)).max(1);
     let piece = size.div_ceil(per_round * rounds).max(options.min_range);
     let mut pieces = Vec::new();
     for hole in holes {
@@ -323,6 +323,12 @@ mod tests {
     fn big_blobs_are_split_small_ones_are_not() {
         let options = BlobOptions::default();
         assert_eq!(plan(&[0..1000], 1000, &options), vec![0..1000]);
+        // `--split-threshold 0` and an empty blob: nothing to split, no division by 0.
+        let always = BlobOptions {
+            split_threshold: 0,
+            ..BlobOptions::default()
+        };
+        assert!(plan(&[], 0, &always).is_empty());
         let size = 64 << 20;
         let pieces = plan(&[0..size], size, &options);
         assert_eq!(pieces.len(), 8);
