@@ -177,3 +177,29 @@ fn basic_auth_secrets_stay_out_of_debug_output() {
         }
     }
 }
+
+#[test]
+fn one_username_is_never_sent_to_two_registries() {
+    let ws = Workspace::new(false);
+    // Two loopback hosts where nothing listens: the refusal comes before any request.
+    let run = ws.stowage(
+        &[
+            "lock",
+            "--username",
+            TLS_USER,
+            "--password-stdin",
+            "127.0.0.1:9/a/x:1",
+            "127.0.0.2:9/b/y:1",
+        ],
+        Some(&format!("{WRONG_PASSWORD}\n")),
+        &[],
+    );
+    run.assert_failure("a lock with --username across two registries");
+    assert!(
+        run.stderr
+            .contains("2 registries (127.0.0.1:9, 127.0.0.2:9)"),
+        "{}",
+        run.stderr
+    );
+    run.assert_no_secret(&TlsRegistry::secrets());
+}

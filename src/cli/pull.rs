@@ -79,11 +79,24 @@ impl RegistryArgs {
         &self.insecure
     }
 
-    /// A client; `--username` credentials apply to each of `registries`.
+    /// A client; `--username` credentials are for the one registry of `registries`
+    /// (naming several is refused: one registry's password is never sent to another).
     pub fn client(&self, registries: &[&str]) -> anyhow::Result<Arc<Client>> {
         let mut credentials = HashMap::new();
+        let mut hosts: Vec<&str> = registries.to_vec();
+        hosts.sort_unstable();
+        hosts.dedup();
+        if let (Some(username), [_, _, ..]) = (&self.username, hosts.as_slice()) {
+            anyhow::bail!(
+                "--username {username} would log in to {} registries ({}): give one \
+                 registry's images per command, or put the credentials in auth.json or \
+                 docker's config.json, which are per registry",
+                hosts.len(),
+                hosts.join(", ")
+            );
+        }
         if let Some(basic) = self.credentials()? {
-            for registry in registries {
+            for registry in hosts {
                 credentials.insert(registry.to_string(), basic.clone());
             }
         }
