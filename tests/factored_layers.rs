@@ -464,12 +464,22 @@ fn a_built_layer_is_remembered_until_its_blob_is_gone() {
     );
     assert_eq!(cached.annotations, first.annotations);
     assert_eq!(cached.record_json(), first.record_json());
-    // Another prefix is another layer: not in the cache, so the missing file is named.
-    let err = env
-        .install(&package, "/opt/other", None, zstd)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains(&package.path().display().to_string()), "{err}");
+    // Another prefix or compression is another layer: not in the cache, so the
+    // missing file is named.
+    for (prefix, compression) in [("/opt/other", zstd), ("/opt/conda", LayerCompression::Gzip)] {
+        let err = env
+            .install(&package, prefix, None, compression)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&package.path().display().to_string()), "{err}");
+    }
+    // And so is another Python, for a noarch: python package.
+    let py = env.package(&pytool(), Format::Conda);
+    env.install(&py, "/opt/conda", PY311, zstd).unwrap();
+    std::fs::remove_file(py.path()).unwrap();
+    assert!(env.install(&py, "/opt/conda", PY311, zstd).is_ok());
+    let py312 = Some(PythonVersion::new(3, 12));
+    assert!(env.install(&py, "/opt/conda", py312, zstd).is_err());
 
     // A blob gc removed is built again, the same.
     std::fs::write(package.path(), &saved).unwrap();

@@ -5,9 +5,10 @@
 //! make.
 //!
 //! Kept in the store's `stowage/layers/`, one small JSON file per key, named by the
-//! sha256 of the key and of this stowage's version (another build may compress
-//! differently). It is a cache: a missing, unreadable or stale entry, or one whose blob
-//! is no longer in the store, is rebuilt; writes are atomic but not fsynced.
+//! sha256 of the key and of the code that writes layers (build.rs hashes it, with the
+//! Cargo.lock that pins the compressors: another build may write other bytes). It is a
+//! cache: a missing, unreadable or stale entry, or one whose blob is no longer in the
+//! store, is rebuilt; writes are atomic but not fsynced.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -78,8 +79,9 @@ pub fn put(store: &Store, layer: &PackageLayer) -> Result<(), StoreError> {
 fn path(store: &Store, key: &LayerKey) -> PathBuf {
     let python = key.python.map(|p| p.to_string()).unwrap_or_default();
     let id = format!(
-        "stowage {}\n{}\n{}\n{python}\n{}",
+        "stowage {} {}\n{}\n{}\n{python}\n{}",
         env!("CARGO_PKG_VERSION"),
+        env!("STOWAGE_LAYER_CODE"),
         key.package_sha256,
         key.prefix,
         key.compression.media_type(),
