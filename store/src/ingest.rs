@@ -240,7 +240,8 @@ impl Ingest {
             state.unflushed = 0;
         }
         // Bound what a crash can cost (the holes plus at most `record_every` bytes),
-        // syncing outside the lock so the other ranges keep arriving meanwhile.
+        // syncing outside the lock so writers on other threads are not held up. (The
+        // ranges of one blob the pull path fetches are polled by one task: they wait.)
         let due = state.positional
             && !state.recording
             && state.written.len() - state.recorded >= self.record_every;
