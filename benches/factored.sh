@@ -65,22 +65,8 @@ mkdir -p "$WORK"
 # The same lock as run.sh: two benchmarks at once would time each other.
 exec 9> "$BENCH_DIR/lock"
 flock -n 9 || die "another bench is running on $BENCH_DIR"
-PODMAN=(podman --root "$RUN/podman/root" --runroot "$RUN/podman/runroot" --storage-driver overlay
-  --cgroup-manager cgroupfs --events-backend file)
-podman_wipe() { # remove the podman store in $RUN/podman, images and any mounts
-  [ -d "$RUN/podman" ] || return 0
-  "${PODMAN[@]}" rmi -af >/dev/null 2>&1 || true
-  awk -v d="$RUN/podman/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r |
-    while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  rm -rf "$RUN/podman"
-}
-# A run killed hard (SIGKILL) leaves its daemons behind: stop the ones it recorded.
-if [ -f "$RUN/pids" ]; then
-  while read -r pid; do
-    grep -qF "$WORK" "/proc/$pid/cmdline" 2>/dev/null && kill "$pid" 2>/dev/null || true
-  done < "$RUN/pids"
-  sleep 1
-fi
+. "$REPO/benches/podman.sh"
+reap_orphans "$WORK"
 podman_wipe
 rm -rf "$RUN" "$LOGS"
 mkdir -p "$RUN/bin" "$LOGS"

@@ -101,22 +101,8 @@ exec 9> "$BENCH_DIR/lock" # daemons started below close fd 9, so an orphan never
 flock -n 9 || die "another bench is running on $BENCH_DIR"
 RUN=$BENCH_DIR/run       # scratch for this invocation, removed at exit
 LOGS=$BENCH_DIR/logs     # kept after a failure, for the post-mortem
-PODMAN=(podman --root "$RUN/podman/root" --runroot "$RUN/podman/runroot" --storage-driver overlay
-  --cgroup-manager cgroupfs --events-backend file)
-podman_wipe() { # remove the podman store in $RUN/podman, images and any mounts
-  [ -d "$RUN/podman" ] || return 0
-  "${PODMAN[@]}" rmi -af >/dev/null 2>&1 || true
-  awk -v d="$RUN/podman/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r |
-    while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  rm -rf "$RUN/podman"
-}
-# A run killed hard (SIGKILL) leaves its daemons behind: stop the ones it recorded.
-if [ -f "$RUN/pids" ]; then
-  while read -r pid; do
-    grep -qF "$BENCH_DIR" "/proc/$pid/cmdline" 2>/dev/null && kill "$pid" 2>/dev/null || true
-  done < "$RUN/pids"
-  sleep 1
-fi
+. "$REPO/benches/podman.sh"
+reap_orphans "$BENCH_DIR"
 podman_wipe
 rm -rf "$RUN" "$LOGS"
 mkdir -p "$RUN/bin" "$LOGS"
