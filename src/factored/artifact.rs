@@ -38,6 +38,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::try_join_all;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use oci_spec::image::{Descriptor, DigestAlgorithm, ImageManifest};
 use serde::Serialize;
 
@@ -51,6 +52,9 @@ use crate::store::{Digest, Store, StoreError};
 
 mod source;
 pub use source::{PackageRef, PackageSource};
+
+/// Manifest requests in flight at once while resolving registry packages.
+const MANIFESTS_IN_FLIGHT: usize = 8;
 
 /// The media type of a `.tar.bz2` package layer.
 pub const PACKAGE_V1: &str = "application/vnd.conda.package.v1";
@@ -172,7 +176,12 @@ pub async fn fetch_packages(
     options: &PullOptions,
     progress: Arc<dyn ProgressReporter>,
 ) -> Result<(Vec<FetchedPackage>, ArtifactReport), ArtifactError> {
-    let fetched = try_join_all(packages.iter().map(|p| resolve(&client, p))).await?;
+    // A few manifests at a time, in order: an environment of hundreds of packages must
+    // not open hundreds of requests at once (registries rate-limit that).
+    let fetched: Vec<FetchedPackage> = stream::iter(packages.iter().map(|p| resolve(&client, p)))
+        .buffered(MANIFESTS_IN_FLIGHT)
+        .try_collect()
+        .await?;
     let mut report = ArtifactReport {
         packages: fetched.len(),
         ..ArtifactReport::default()
