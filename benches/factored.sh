@@ -65,7 +65,7 @@ mkdir -p "$WORK"
 # The same lock as run.sh: two benchmarks at once would time each other.
 exec 9> "$BENCH_DIR/lock"
 flock -n 9 || die "another bench is running on $BENCH_DIR"
-. "$REPO/benches/podman.sh"
+. "$REPO/benches/daemons.sh"
 reap_orphans "$WORK"
 podman_wipe
 rm -rf "$RUN" "$LOGS"
@@ -262,23 +262,6 @@ measure() { # measure PROFILE HOST SET TOOL RUN
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$profile" "$set" "$tool" "$run" \
     "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')" "$bytes" "$requests" >> "$RESULTS"
   log "$(tail -n 1 "$RESULTS" | awk -F'\t' '{printf "%-8s %-8s %-13s run %s: %7.2f s, %6.1f MB, %d requests", $1, $2, $3, $4, $5, $6 / 1e6, $7}')"
-}
-
-start_proxy() {
-  "$RUN/bin/stowage-faultproxy" --upstream "$REGISTRY" --listen 127.0.0.1:0 \
-    --delay-ms $WAN_DELAY_MS --rate $WAN_RATE > "$LOGS/proxy.out" 2> "$LOGS/proxy.err" 9>&- &
-  proxy_pid=$!
-  echo $proxy_pid >> "$RUN/pids"
-  local addr=""
-  for _ in $(seq 100); do
-    addr=$(sed -n 's/^listening on //p' "$LOGS/proxy.out")
-    [ -n "$addr" ] && break
-    kill -0 "$proxy_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || die "stowage-faultproxy did not start (see $LOGS/proxy.err)"
-  curl -fs "http://$addr/v2/" >/dev/null || die "no registry behind the proxy at $addr"
-  PROXY=$addr
 }
 
 # ---------------------------------------------------------------- the runs

@@ -11,8 +11,10 @@ import glob
 import json
 import os
 import statistics
-import subprocess
 from collections import defaultdict
+
+# The pull report's helper: a tool's output, or "" when it is missing (same folder).
+from report import sh
 
 SETS = {"factored": "factored", "single": "single-layer"}
 TOOLS = {
@@ -30,13 +32,6 @@ NOTES = {
 REFERENCE = ("single", "podman")
 ORDER = [("factored", "stowage-sync"), ("factored", "stowage-pull"), ("factored", "podman"),
          ("single", "podman"), ("single", "stowage-sync")]
-
-
-def sh(*cmd):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
-    except Exception:  # noqa: BLE001 - a missing tool just leaves the field empty
-        return ""
 
 
 def mb(n):

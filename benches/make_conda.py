@@ -29,7 +29,9 @@ import random
 import shutil
 import sys
 import tarfile
-import zlib
+
+# The pull benchmark's gzip layer writer and blob writer (same folder).
+from make_images import LayerWriter, write_blob
 
 CHUNK = 1 << 20
 
@@ -109,39 +111,6 @@ def packages(out, images, shared, unique, mean):
 
 
 # ------------------------------------------------------------------ OCI layouts
-class LayerWriter:
-    """Takes a tar stream: hashes it (diff_id), gzips it, hashes and writes that."""
-
-    def __init__(self, path, level):
-        self.out = open(path, "wb")
-        self.diff = hashlib.sha256()
-        self.blob = hashlib.sha256()
-        self.size = 0
-        self.gz = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: gzip framing
-
-    def _emit(self, data):
-        if data:
-            self.blob.update(data)
-            self.out.write(data)
-            self.size += len(data)
-
-    def write(self, data):
-        self.diff.update(data)
-        self._emit(self.gz.compress(data))
-        return len(data)
-
-    def close(self):
-        self._emit(self.gz.flush())
-        self.out.close()
-
-
-def write_blob(blobs, data):
-    hexd = hashlib.sha256(data).hexdigest()
-    with open(os.path.join(blobs, hexd), "wb") as f:
-        f.write(data)
-    return hexd
-
-
 def write_layout(out, tag, fill_tar, config):
     """An OCI layout at OUT: one gzip layer written by fill_tar(tar), config from the
     dict CONFIG (diff_ids filled in), an OCI manifest tagged TAG."""

@@ -39,13 +39,13 @@ class RandomReader:
 class LayerWriter:
     """Takes the tar stream: hashes it (diff_id), gzips it, hashes and writes that."""
 
-    def __init__(self, path):
+    def __init__(self, path, level=0):
         self.out = open(path, "wb")
         self.diff = hashlib.sha256()
         self.blob = hashlib.sha256()
         self.size = 0
-        # wbits 31: a gzip header and trailer; level 0: stored blocks.
-        self.gz = zlib.compressobj(0, zlib.DEFLATED, 31)
+        # wbits 31: a gzip header and trailer; level 0 (the default): stored blocks.
+        self.gz = zlib.compressobj(level, zlib.DEFLATED, 31)
 
     def _emit(self, data):
         if data:

@@ -101,7 +101,7 @@ exec 9> "$BENCH_DIR/lock" # daemons started below close fd 9, so an orphan never
 flock -n 9 || die "another bench is running on $BENCH_DIR"
 RUN=$BENCH_DIR/run       # scratch for this invocation, removed at exit
 LOGS=$BENCH_DIR/logs     # kept after a failure, for the post-mortem
-. "$REPO/benches/podman.sh"
+. "$REPO/benches/daemons.sh"
 reap_orphans "$BENCH_DIR"
 podman_wipe
 rm -rf "$RUN" "$LOGS"
@@ -404,23 +404,6 @@ warm() {
   ms=$(jq -r '.results[0].mean * 1000 | . * 10 | round / 10' "$RUN/warm.json")
   printf '%s\t%s\twarmttl\t0\t%s\t\n' "$profile" "$img" "$ms" >> "$RESULTS"
   log "$(printf '%-8s %-8s warm pull --ttl 3600 (hyperfine mean): %s ms' "$profile" "$img" "$ms")"
-}
-
-start_proxy() {
-  "$RUN/bin/stowage-faultproxy" --upstream "$REGISTRY" --listen 127.0.0.1:0 \
-    --delay-ms $WAN_DELAY_MS --rate $WAN_RATE > "$LOGS/proxy.out" 2> "$LOGS/proxy.log" 9>&- &
-  proxy_pid=$!
-  echo $proxy_pid >> "$RUN/pids"
-  local i addr=""
-  for i in $(seq 100); do
-    addr=$(sed -n 's/^listening on //p' "$LOGS/proxy.out")
-    [ -n "$addr" ] && break
-    kill -0 "$proxy_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || die "stowage-faultproxy did not start (see $LOGS/proxy.log)"
-  curl -fs "http://$addr/v2/" >/dev/null || die "no registry behind the proxy at $addr"
-  PROXY=$addr
 }
 
 # ---------------------------------------------------------------- the runs

@@ -16,7 +16,9 @@ use conda_build::{Format, Spec};
 use serde_json::{json, Value};
 use stowage_store::{Digest, Store};
 use support::archive_check::fails;
-use support::fixtures::{build_layer, sha256_digest, tagged_image, Compression, Entry};
+use support::fixtures::{
+    build_layer, layer_digests_of, sha256_digest, tagged_image, Compression, Entry,
+};
 use support::pulling::*;
 use support::push::{push_blob, push_manifest};
 
@@ -97,15 +99,6 @@ fn manifest_of(dir: &Path, name: &str) -> Value {
     serde_json::from_slice(&store.read_blob(descriptor.digest(), 1 << 20).unwrap()).unwrap()
 }
 
-fn layer_digests(manifest: &Value) -> Vec<String> {
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn registry_packages_give_the_layers_their_files_give_and_are_fetched_once() {
     let env = Env::new();
@@ -170,8 +163,8 @@ fn registry_packages_give_the_layers_their_files_give_and_are_fetched_once() {
         manifest_of(&env.store(), "tools:1"),
     );
     assert_eq!(
-        layer_digests(&registry_manifest),
-        layer_digests(&files_manifest)
+        layer_digests_of(&registry_manifest),
+        layer_digests_of(&files_manifest)
     );
     // base (2 layers) + 2 packages + conda-meta.
     let layers = registry_manifest["layers"].as_array().unwrap();

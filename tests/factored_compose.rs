@@ -35,14 +35,9 @@ fn script_package(name: &str, dir: &Path, format: Format) -> PathBuf {
 
 fn layer_digests(env: &Env, name: &str) -> Vec<String> {
     let oci = format!("oci:{}:{name}", env.store().display());
-    let raw = support::fixtures::skopeo(&["inspect", "--raw", &oci]);
-    let manifest: Value = serde_json::from_str(&raw).unwrap();
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
+    support::fixtures::layer_digests_of(&support::fixtures::skopeo_json(&[
+        "inspect", "--raw", &oci,
+    ]))
 }
 
 fn factor(env: &Env, name: &str, packages: &[PathBuf], extra: &[&str]) -> Value {

@@ -324,6 +324,16 @@ pub fn two_platform_index(store: &Store) -> Index {
     put_index(store, images)
 }
 
+/// The layer digests (`sha256:…`) a manifest lists, in order.
+pub fn layer_digests_of(manifest: &serde_json::Value) -> Vec<String> {
+    manifest["layers"]
+        .as_array()
+        .expect("a manifest lists layers")
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Names `descriptor` `name` in the store's index.json.
 pub fn set_ref(store: &Store, name: &str, descriptor: &Descriptor) {
     store
