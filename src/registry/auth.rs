@@ -62,6 +62,10 @@ struct Token {
     expires: Instant,
 }
 
+/// How long a basic Authorization header that a registry asked for is sent up front
+/// (a process lives shorter than this; a refusal is answered again on its 401).
+const BASIC_REMEMBERED: Duration = Duration::from_secs(24 * 3600);
+
 /// Per-(registry, scope) token slots; the async mutex in each makes many waiters
 /// share one token fetch.
 type Slot = Arc<tokio::sync::Mutex<Option<Token>>>;
@@ -181,6 +185,12 @@ impl Auth {
                     "the registry refused the user name and password".into(),
                 ));
             }
+            // Remembered like a token, so the next requests (every blob GET and range)
+            // send it up front instead of paying a 401 round trip each, as docker does.
+            *self.slot(registry, scope).lock().await = Some(Token {
+                header: header.clone(),
+                expires: Instant::now() + BASIC_REMEMBERED,
+            });
             return Ok(header);
         }
         Err(fail(format!(

@@ -33,6 +33,10 @@ pub struct Faults {
     pub retry_after: Option<u64>,
     /// Answer every blob GET with 503 and a distribution-spec JSON error body.
     pub always_503: bool,
+    /// Answer every blob GET with `307 Temporary Redirect` to the same path and query
+    /// under this base URL (e.g. `http://127.0.0.1:PORT`), as registries send blob
+    /// GETs on to a storage host.
+    pub redirect_blobs_to: Option<String>,
     /// Waited before forwarding each request (a distant registry's round trip).
     pub delay: Duration,
     /// Per-connection response pacing in bytes/second (a CDN's per-connection cap);
@@ -41,7 +45,7 @@ pub struct Faults {
 }
 
 /// What happens to one blob GET before it reaches the registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
     /// Forward it.
     None,
@@ -49,6 +53,8 @@ pub(crate) enum Refusal {
     Unavailable,
     /// Answer 429 (with this `Retry-After`) without forwarding.
     TooMany(Option<u64>),
+    /// Answer 307 to this base URL without forwarding.
+    Redirect(String),
 }
 
 /// The live fault settings and the countdowns of the counted faults.
@@ -84,6 +90,8 @@ impl FaultState {
     pub(crate) fn refuse_blob_get(&mut self) -> Refusal {
         if self.faults.always_503 {
             Refusal::Unavailable
+        } else if let Some(base) = &self.faults.redirect_blobs_to {
+            Refusal::Redirect(base.clone())
         } else if self.too_many_left > 0 {
             self.too_many_left -= 1;
             Refusal::TooMany(self.faults.retry_after)

@@ -64,7 +64,10 @@ pub(crate) async fn handle(
         .headers()
         .get(header::RANGE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let entry = state.log.push(req.method().as_str(), &path, range, conn.id);
+    let authorization = req.headers().contains_key(header::AUTHORIZATION);
+    let entry = state
+        .log
+        .push(req.method().as_str(), &path, range, authorization, conn.id);
     let blob_get = req.method() == Method::GET && is_blob_path(&path);
     let (faults, refusal) = {
         let mut st = state.faults();
@@ -84,6 +87,10 @@ pub(crate) async fn handle(
     };
     match refusal {
         Refusal::None => {}
+        Refusal::Redirect(base) => {
+            let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            return Ok(redirect(&format!("{base}{path_and_query}"), entry));
+        }
         Refusal::Unavailable => {
             let (code, msg) = ("UNAVAILABLE", "service unavailable (injected)");
             return Ok(error(
@@ -268,6 +275,17 @@ fn content_range_start(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// A response the proxy makes up: a distribution-spec JSON error body.
+/// A `307 Temporary Redirect` to `location` with an empty body.
+fn redirect(location: &str, entry: Arc<Entry>) -> Response<ProxyBody> {
+    entry.set_status(StatusCode::TEMPORARY_REDIRECT.as_u16());
+    let mut resp = Response::new(ProxyBody::fixed(Bytes::new(), entry, Plan::default()));
+    *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    if let Ok(value) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, value);
+    }
+    resp
+}
+
 fn error(
     status: StatusCode,
     code: &str,

@@ -19,6 +19,8 @@ pub struct Record {
     /// The request's `Range` header as the client sent it (even when `ignore_range`
     /// kept it from the registry).
     pub range: Option<String>,
+    /// Whether the request carried an `Authorization` header (its value is never kept).
+    pub authorization: bool,
     /// The status sent to the client; 0 while the response head is not known yet.
     pub status: u16,
     /// Response body bytes handed to the client connection so far (a cut response
@@ -58,6 +60,7 @@ pub(crate) struct Entry {
     method: String,
     path: String,
     range: Option<String>,
+    authorization: bool,
     connection: u64,
     status: AtomicU16,
     body_bytes: AtomicU64,
@@ -79,6 +82,7 @@ impl Entry {
             method: self.method.clone(),
             path: self.path.clone(),
             range: self.range.clone(),
+            authorization: self.authorization,
             status: self.status.load(Ordering::Relaxed),
             body_bytes: self.body_bytes.load(Ordering::Relaxed),
             connection: self.connection,
@@ -99,12 +103,14 @@ impl Log {
         method: &str,
         path: &str,
         range: Option<String>,
+        authorization: bool,
         connection: u64,
     ) -> Arc<Entry> {
         let entry = Arc::new(Entry {
             method: method.to_owned(),
             path: path.to_owned(),
             range,
+            authorization,
             connection,
             status: AtomicU16::new(0),
             body_bytes: AtomicU64::new(0),

@@ -51,6 +51,9 @@ struct Args {
     /// Answer every blob GET with 503.
     #[arg(long)]
     always_503: bool,
+    /// Answer every blob GET with a 307 to the same path under this base URL.
+    #[arg(long)]
+    redirect_blobs_to: Option<String>,
 }
 
 fn main() {
@@ -64,6 +67,7 @@ fn main() {
         too_many_requests: args.too_many_requests,
         retry_after: args.retry_after,
         always_503: args.always_503,
+        redirect_blobs_to: args.redirect_blobs_to,
         delay: Duration::from_millis(args.delay_ms),
         rate: Some(args.rate).filter(|&r| r > 0),
     };
