@@ -57,6 +57,16 @@ impl Env {
         stowage_in(&self.store(), args)
     }
 
+    /// Runs `stowage ARGS` without `--json`, as a person at a shell would.
+    pub fn stowage_plain(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--store")
+            .arg(self.store())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     /// Pulls and returns the JSON summary; panics with stderr on failure.
     pub fn pull(&self, args: &[&str]) -> Value {
         let mut all = vec!["pull"];
