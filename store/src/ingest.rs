@@ -11,6 +11,7 @@
 //! One process writes a given digest at a time (a lock per ingest); a second one waits
 //! and then finds the blob present.
 
+mod prefix_hash;
 mod ranges;
 
 use std::fs::{self, File, OpenOptions};
@@ -23,6 +24,8 @@ use oci_spec::image::Digest;
 use serde::{Deserialize, Serialize};
 
 pub use ranges::RangeSet;
+
+use prefix_hash::PrefixHash;
 
 use crate::atomic::write_replace;
 use crate::digest::{Hasher, READ_CHUNK};
@@ -58,9 +61,6 @@ struct Sidecar {
 }
 
 struct State {
-    hasher: Hasher,
-    /// Bytes from 0 that have been hashed.
-    hashed: u64,
     /// Bytes on disk.
     written: RangeSet,
     /// Bytes on disk or being written right now.
@@ -83,6 +83,8 @@ pub struct Ingest {
     size: u64,
     file: File,
     state: Mutex<State>,
+    /// Follows the contiguous prefix on its own thread; taken by commit.
+    hash: Option<PrefixHash>,
     /// New bytes between two records of a positional ingest.
     record_every: u64,
     finished: bool,
@@ -146,14 +148,15 @@ impl Ingest {
         if !written.is_empty() {
             tracing::debug!(%digest, bytes = written.len(), "resuming a partial ingest");
         }
+        // The resumed prefix is re-hashed from disk by the hash thread.
+        let hash = PrefixHash::start(file.try_clone().at(&data_path)?, hasher).at(&data_path)?;
+        hash.advance(written.prefix_end());
         let ingest = Self {
             layout: layout.clone(),
             digest: digest.clone(),
             size,
             file,
             state: Mutex::new(State {
-                hasher,
-                hashed: 0,
                 claimed: written.clone(),
                 recorded: written.len(),
                 recording: false,
@@ -162,14 +165,14 @@ impl Ingest {
                 positional,
                 poisoned: false,
             }),
+            hash: Some(hash),
             record_every: RECORD_AT_LEAST.max(size / 8),
             finished: false,
             _lock: lock,
         };
         {
-            let mut state = ingest.lock_state();
+            let state = ingest.lock_state();
             ingest.save_sidecar(state.positional, &state.written)?;
-            ingest.advance_hash(&mut state)?;
         }
         Ok(Some(ingest))
     }
@@ -229,11 +232,7 @@ impl Ingest {
             return Err(e);
         }
         state.written.insert(offset..end);
-        if state.hashed == offset {
-            state.hasher.update(buf);
-            state.hashed = end;
-        }
-        self.advance_hash(&mut state)?;
+        self.hasher().advance(state.written.prefix_end());
         state.unflushed += buf.len() as u64;
         let flush = state.unflushed >= FLUSH_EVERY;
         if flush {
@@ -310,18 +309,19 @@ impl Ingest {
     /// ingest can resume where the source stopped.
     pub fn commit(mut self) -> Result<Committed, StoreError> {
         self.finished = true;
-        let (poisoned, have, actual) = {
+        let (poisoned, have) = {
             let state = self.lock_state();
-            (
-                state.poisoned,
-                state.written.prefix_end(),
-                state.hasher.clone().finish(),
-            )
+            (state.poisoned, state.written.prefix_end())
         };
+        let data_path = self.layout.ingest_data(&self.digest);
+        let hash = self.hash.take().expect("taken only here");
         if poisoned {
+            drop(hash);
             self.discard()?;
             return Err(self.too_long());
         }
+        let (actual, hashed) = hash.finish().at(&data_path)?;
+        debug_assert_eq!(hashed, have, "the hash thread was told the whole prefix");
         if have != self.size || actual != self.digest {
             if have == self.size {
                 self.discard()?;
@@ -335,7 +335,6 @@ impl Ingest {
                 actual_size: have,
             });
         }
-        let data_path = self.layout.ingest_data(&self.digest);
         self.file.sync_all().at(&data_path)?;
         let target = self.layout.blob(&self.digest);
         let dir = target.parent().expect("blob paths have a parent");
@@ -376,6 +375,10 @@ impl Ingest {
         }
     }
 
+    fn hasher(&self) -> &PrefixHash {
+        self.hash.as_ref().expect("present until commit")
+    }
+
     fn lock_state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -395,25 +398,6 @@ impl Ingest {
         };
         let json = serde_json::to_vec(&sidecar).expect("a sidecar serialises");
         write_replace(&self.layout.ingest_sidecar(&self.digest), &json)
-    }
-
-    /// Hashes whatever has become contiguous beyond the hashed prefix, reading it back.
-    fn advance_hash(&self, state: &mut State) -> Result<(), StoreError> {
-        let end = state.written.prefix_end();
-        if state.hashed >= end {
-            return Ok(());
-        }
-        let data_path = self.layout.ingest_data(&self.digest);
-        let mut buf = vec![0u8; READ_CHUNK.min((end - state.hashed) as usize)];
-        while state.hashed < end {
-            let want = buf.len().min((end - state.hashed) as usize);
-            self.file
-                .read_exact_at(&mut buf[..want], state.hashed)
-                .at(&data_path)?;
-            state.hasher.update(&buf[..want]);
-            state.hashed += want as u64;
-        }
-        Ok(())
     }
 }
 
