@@ -34,8 +34,8 @@ TOOL_NOTES = {
     "curl": "one `curl -Z --parallel-max {par}` process, config + layers into files; "
             "manifest fetched beforehand (not timed); no hashing, no fsync",
     "ranged": "diagnostic, not the floor: the same curl, blobs ≥ {split} MiB fetched as "
-              "the byte ranges stowage asks for (whole rounds of 8 ranges of about 8 MiB, "
-              "own connection each)",
+              "the byte ranges stowage asks for once it splits a blob (on a link slower "
+              "than 256 MiB/s; whole rounds of 8 ranges of about 8 MiB, own connection each)",
     "durable": "diagnostic: the curl floor, then an fsync of each file (8 at a time), so "
                "the bytes are durable, as stowage's are when it exits",
     "skopeo": "to an `oci:` layout",

@@ -134,9 +134,19 @@ pub struct PullArgs {
     /// (0: ask the registry every time).
     #[arg(long, default_value_t = 0)]
     ttl: u64,
-    /// Blobs at least this many bytes are fetched as parallel byte ranges.
+    /// Blobs at least this many bytes start as one stream that is split into parallel
+    /// byte ranges when it proves slow.
     #[arg(long, default_value_t = 16 << 20)]
     split_threshold: u64,
+    /// Bytes per second: that stream is split when it runs slower than this.
+    #[arg(long, default_value_t = 256 << 20)]
+    split_below: u64,
+    /// The size of those ranges, about.
+    #[arg(long, default_value_t = 8 << 20)]
+    range_size: u64,
+    /// Ranges of one blob in flight at once.
+    #[arg(long, default_value_t = 8)]
+    ranges_per_blob: u64,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -157,13 +167,11 @@ pub fn pull(store: &Store, args: &PullArgs, out: &Output) -> anyhow::Result<Exit
         options.platform = platform.clone();
     }
     options.blobs.split_threshold = args.split_threshold;
+    options.blobs.split_below = args.split_below;
+    options.blobs.range_size = args.range_size;
+    options.blobs.ranges_per_blob = args.ranges_per_blob;
     let client = args.registry.client(&[&reference.registry])?;
-    let progress: Arc<dyn ProgressReporter> =
-        if out.interactive() && std::io::stderr().is_terminal() {
-            Arc::new(TerminalProgress::default())
-        } else {
-            Arc::new(Silent)
-        };
+    let progress = progress_for(out);
     let report = runtime()?.block_on(pull_image(client, store, &reference, &options, progress))?;
     out.line(format!(
         "{} {}: {} layers, fetched {} in {} blobs, {} already present, {:.2} s",

@@ -1,16 +1,19 @@
 //! Fetching blobs into the store's ingest: streamed and hashed as they arrive, resumed
-//! with closed Range requests after a cut, and, for big blobs, split into byte ranges
-//! fetched over parallel connections (one connection is capped by real registries and
-//! CDNs). A registry that ignores Range gets one plain stream that fills the holes.
+//! with closed Range requests after a cut, and, for big blobs on a slow connection,
+//! split into byte ranges fetched over parallel connections (one connection is capped
+//! by real registries and CDNs; see `split.rs`). A registry that ignores Range gets one
+//! plain stream that fills the holes.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 
+use super::split::Lead;
 use super::{Client, RegistryError};
 use crate::reference::Reference;
 use crate::store::{Committed, Descriptor, Ingest};
@@ -18,8 +21,16 @@ use crate::store::{Committed, Descriptor, Ingest};
 /// How blobs are split into ranges.
 #[derive(Debug, Clone)]
 pub struct BlobOptions {
-    /// Blobs at least this big are fetched as parallel ranges.
+    /// Blobs at least this big start as one stream that is split into parallel ranges
+    /// when it runs slower than `split_below`.
     pub split_threshold: u64,
+    /// Bytes per second. A single connection this fast is limited by the CPU or the
+    /// network card, not by a per-connection cap, and more connections only add work;
+    /// a slower one is split.
+    pub split_below: u64,
+    /// How long the one stream is watched before its speed is judged (and again at
+    /// each such interval while it lasts).
+    pub probe: Duration,
     /// At most this many ranges of one blob in flight.
     pub ranges_per_blob: u64,
     /// Ranges are about this big. They are requested in order, `ranges_per_blob` at a
@@ -35,6 +46,8 @@ impl Default for BlobOptions {
     fn default() -> Self {
         Self {
             split_threshold: 16 << 20,
+            split_below: 256 << 20,
+            probe: Duration::from_millis(50),
             ranges_per_blob: 8,
             range_size: 8 << 20,
             min_range: 4 << 20,
@@ -47,15 +60,15 @@ pub type OnBytes<'a> = &'a (dyn Fn(u64) + Send + Sync);
 
 /// One blob being fetched: what every request for a piece of it needs.
 #[derive(Clone, Copy)]
-struct Job<'a> {
+pub(super) struct Job<'a> {
     reference: &'a Reference,
-    descriptor: &'a Descriptor,
+    pub(super) descriptor: &'a Descriptor,
     ingest: &'a Ingest,
     on_bytes: OnBytes<'a>,
 }
 
 /// How one request ended.
-enum Outcome {
+pub(super) enum Outcome {
     /// The range is complete.
     Done,
     /// The stream stopped early; this many bytes of the range arrived.
@@ -83,27 +96,15 @@ impl Client {
             ingest: &ingest,
             on_bytes,
         };
-        let pieces = plan(&ingest.missing(), size, options);
-        // Once the registry has shown it ignores Range, the pieces not yet started are
-        // not requested at all.
-        let ignored = AtomicBool::new(false);
-        let (job, ignored) = (&job, &ignored);
-        let outcomes: Vec<Outcome> = stream::iter(pieces.into_iter().map(|piece| async move {
-            if ignored.load(Ordering::Relaxed) {
-                return Ok(Outcome::RangeIgnored);
-            }
-            let outcome = self.fetch_range(job, piece, true).await?;
-            if matches!(outcome, Outcome::RangeIgnored) {
-                ignored.store(true, Ordering::Relaxed);
-            }
-            Ok::<_, RegistryError>(outcome)
-        }))
-        .buffer_unordered(options.ranges_per_blob.max(1) as usize)
-        .try_collect()
-        .await?;
+        let holes = ingest.missing();
+        let outcomes = if size >= options.split_threshold && !holes.is_empty() {
+            self.fetch_split(&job, holes, options).await?
+        } else {
+            self.fetch_holes(&job, holes, options).await?
+        };
         if outcomes.iter().any(|o| matches!(o, Outcome::RangeIgnored)) {
             tracing::debug!(digest = %descriptor.digest(), "registry ignores Range; one plain stream");
-            self.fetch_range(job, 0..size, false).await?;
+            self.fetch_range(&job, 0..size, false, None).await?;
         }
         let ingest = Arc::into_inner(ingest).expect("every range task has finished");
         let committed = tokio::task::spawn_blocking(move || ingest.commit())
@@ -112,20 +113,64 @@ impl Client {
         Ok(committed)
     }
 
+    /// A small blob's holes, a request each, `ranges_per_blob` at a time.
+    async fn fetch_holes(
+        &self,
+        job: &Job<'_>,
+        holes: Vec<Range<u64>>,
+        options: &BlobOptions,
+    ) -> Result<Vec<Outcome>, RegistryError> {
+        stream::iter(
+            holes
+                .into_iter()
+                .map(|hole| self.fetch_range(job, hole, true, None)),
+        )
+        .buffer_unordered(options.ranges_per_blob.max(1) as usize)
+        .try_collect()
+        .await
+    }
+
+    /// Fetches each range `queue` hands out until it is empty (or the registry has
+    /// shown it ignores Range: then the rest is left to one plain stream).
+    pub(super) async fn work_through(
+        &self,
+        job: &Job<'_>,
+        queue: &std::sync::Mutex<std::collections::VecDeque<Range<u64>>>,
+        ignored: &AtomicBool,
+    ) -> Result<Vec<Outcome>, RegistryError> {
+        let mut outcomes = Vec::new();
+        loop {
+            if ignored.load(Ordering::Relaxed) {
+                return Ok(outcomes);
+            }
+            let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+            let Some(piece) = next else {
+                return Ok(outcomes);
+            };
+            let outcome = self.fetch_range(job, piece, true, None).await?;
+            if matches!(outcome, Outcome::RangeIgnored) {
+                ignored.store(true, Ordering::Relaxed);
+            }
+            outcomes.push(outcome);
+        }
+    }
+
     /// Fetches `want` (retrying cuts from where they stopped) into the ingest. With
-    /// `ranged` false the body is the whole blob and only the holes are written.
-    async fn fetch_range(
+    /// `ranged` false the body is the whole blob and only the holes are written. A
+    /// `lead` stream stops where its [`Lead`] says the split ranges begin.
+    pub(super) async fn fetch_range(
         &self,
         job: &Job<'_>,
         want: Range<u64>,
         ranged: bool,
+        lead: Option<&Lead>,
     ) -> Result<Outcome, RegistryError> {
         let (descriptor, ingest) = (job.descriptor, job.ingest);
         let mut start = want.start;
         let mut failures = 0;
         loop {
             let missing_before = missing_bytes(ingest);
-            let outcome = self.request(job, start..want.end, ranged).await?;
+            let outcome = self.request(job, start..want.end, ranged, lead).await?;
             // Progress is new bytes on disk: a plain stream that always breaks at the
             // same byte brings nothing new and must run out of attempts.
             let progressed = match outcome {
@@ -157,7 +202,8 @@ impl Client {
             }
             if ranged {
                 // After a cut: continue with a Range, never open-ended.
-                if start >= want.end {
+                let end = lead.map_or(want.end, |lead| lead.stop_at().min(want.end));
+                if start >= end {
                     return Ok(Outcome::Done);
                 }
             } else if ingest.missing().is_empty() {
@@ -173,6 +219,7 @@ impl Client {
         job: &Job<'_>,
         want: Range<u64>,
         ranged: bool,
+        lead: Option<&Lead>,
     ) -> Result<Outcome, RegistryError> {
         let Job {
             reference,
@@ -190,7 +237,9 @@ impl Client {
         );
         let whole = want == (0..size);
         let mut headers = HeaderMap::new();
-        if ranged && !whole {
+        // A lead asks for a Range even for the whole blob: a 206 shows the registry can
+        // serve the ranges it may be split into.
+        if ranged && (!whole || lead.is_some()) {
             let value = format!("bytes={}-{}", want.start, want.end - 1);
             headers.insert(RANGE, HeaderValue::from_str(&value).expect("ascii"));
         }
@@ -217,7 +266,12 @@ impl Client {
                 }
             }
             StatusCode::OK if ranged && !whole => return Ok(Outcome::RangeIgnored),
-            StatusCode::OK => ranged = false,
+            StatusCode::OK => {
+                ranged = false;
+                if let Some(lead) = lead {
+                    lead.refuse_split();
+                }
+            }
             other => {
                 return Err(bad(format!(
                     "unexpected HTTP {} to a blob GET",
@@ -239,6 +293,7 @@ impl Client {
                 }
             };
             let chunk_end = pos + chunk.len() as u64;
+            self.count_received(chunk.len() as u64);
             if chunk_end > end {
                 if !ranged {
                     // Cut at size + 1: the ingest refuses the extra bytes and names them.
@@ -250,8 +305,16 @@ impl Client {
                 )));
             }
             if ranged {
-                ingest.write_at(pos, &chunk)?;
-                on_bytes(chunk.len() as u64);
+                // A lead writes only up to where the split ranges begin.
+                let limit = lead.map_or(chunk_end, |lead| {
+                    lead.claim(pos, chunk_end, self.received())
+                });
+                let mine = &chunk[..(limit - pos) as usize];
+                ingest.write_at(pos, mine)?;
+                on_bytes(mine.len() as u64);
+                if limit < chunk_end {
+                    return Ok(Outcome::Done);
+                }
             } else {
                 for hole in ingest.missing() {
                     let from = hole.start.max(pos);
@@ -277,7 +340,7 @@ fn missing_bytes(ingest: &Ingest) -> u64 {
 }
 
 /// Splits the holes of a partial blob into the ranges to request.
-fn plan(holes: &[Range<u64>], size: u64, options: &BlobOptions) -> Vec<Range<u64>> {
+pub(super) fn plan(holes: &[Range<u64>], size: u64, options: &BlobOptions) -> Vec<Range<u64>> {
     if size < options.split_threshold {
         return holes.to_vec();
     }

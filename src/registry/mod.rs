@@ -8,6 +8,7 @@ mod credentials;
 mod error;
 mod manifest;
 mod retry;
+mod split;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -67,6 +68,9 @@ pub struct Client {
     /// The scheme each host was found to speak.
     schemes: Mutex<HashMap<String, &'static str>>,
     downloads: Arc<Semaphore>,
+    /// Blob body bytes received so far by this client, for judging how fast the link
+    /// is as a whole (`split.rs`).
+    received: std::sync::atomic::AtomicU64,
 }
 
 fn client_builder() -> reqwest::ClientBuilder {
@@ -110,6 +114,7 @@ impl Client {
             insecure: config.insecure.into_iter().collect(),
             schemes: Mutex::default(),
             downloads: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            received: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -184,6 +189,17 @@ impl Client {
                 ("http", true)
             }
         }
+    }
+
+    /// Counts blob body bytes received.
+    pub(crate) fn count_received(&self, bytes: u64) {
+        self.received
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Blob body bytes received so far.
+    pub(crate) fn received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The bound on concurrent blob downloads.
