@@ -13,7 +13,6 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 
-use super::split::Lead;
 use super::{Client, RegistryError};
 use crate::reference::Reference;
 use crate::store::{Committed, Descriptor, Ingest};
@@ -22,11 +21,11 @@ use crate::store::{Committed, Descriptor, Ingest};
 #[derive(Debug, Clone)]
 pub struct BlobOptions {
     /// Blobs at least this big start as one stream that is split into parallel ranges
-    /// when it runs slower than `split_below`.
+    /// when the link proves slower than `split_below`.
     pub split_threshold: u64,
-    /// Bytes per second. A single connection this fast is limited by the CPU or the
-    /// network card, not by a per-connection cap, and more connections only add work;
-    /// a slower one is split.
+    /// Bytes per second. While the client's blob downloads together bring this much,
+    /// the link is limited by the CPUs or the network card, not by a per-connection
+    /// cap, and more connections would only add work; below it, big blobs are split.
     pub split_below: u64,
     /// How long the one stream is watched before its speed is judged (and again at
     /// each such interval while it lasts).
@@ -104,7 +103,7 @@ impl Client {
         };
         if outcomes.iter().any(|o| matches!(o, Outcome::RangeIgnored)) {
             tracing::debug!(digest = %descriptor.digest(), "registry ignores Range; one plain stream");
-            self.fetch_range(&job, 0..size, false, None).await?;
+            self.fetch_range(&job, 0..size, false).await?;
         }
         let ingest = Arc::into_inner(ingest).expect("every range task has finished");
         let committed = tokio::task::spawn_blocking(move || ingest.commit())
@@ -123,7 +122,7 @@ impl Client {
         stream::iter(
             holes
                 .into_iter()
-                .map(|hole| self.fetch_range(job, hole, true, None)),
+                .map(|hole| self.fetch_range(job, hole, true)),
         )
         .buffer_unordered(options.ranges_per_blob.max(1) as usize)
         .try_collect()
@@ -147,7 +146,7 @@ impl Client {
             let Some(piece) = next else {
                 return Ok(outcomes);
             };
-            let outcome = self.fetch_range(job, piece, true, None).await?;
+            let outcome = self.fetch_range(job, piece, true).await?;
             if matches!(outcome, Outcome::RangeIgnored) {
                 ignored.store(true, Ordering::Relaxed);
             }
@@ -156,21 +155,19 @@ impl Client {
     }
 
     /// Fetches `want` (retrying cuts from where they stopped) into the ingest. With
-    /// `ranged` false the body is the whole blob and only the holes are written. A
-    /// `lead` stream stops where its [`Lead`] says the split ranges begin.
+    /// `ranged` false the body is the whole blob and only the holes are written.
     pub(super) async fn fetch_range(
         &self,
         job: &Job<'_>,
         want: Range<u64>,
         ranged: bool,
-        lead: Option<&Lead>,
     ) -> Result<Outcome, RegistryError> {
         let (descriptor, ingest) = (job.descriptor, job.ingest);
         let mut start = want.start;
         let mut failures = 0;
         loop {
             let missing_before = missing_bytes(ingest);
-            let outcome = self.request(job, start..want.end, ranged, lead).await?;
+            let outcome = self.request(job, start..want.end, ranged).await?;
             // Progress is new bytes on disk: a plain stream that always breaks at the
             // same byte brings nothing new and must run out of attempts.
             let progressed = match outcome {
@@ -202,8 +199,7 @@ impl Client {
             }
             if ranged {
                 // After a cut: continue with a Range, never open-ended.
-                let end = lead.map_or(want.end, |lead| lead.stop_at().min(want.end));
-                if start >= end {
+                if start >= want.end {
                     return Ok(Outcome::Done);
                 }
             } else if ingest.missing().is_empty() {
@@ -219,7 +215,6 @@ impl Client {
         job: &Job<'_>,
         want: Range<u64>,
         ranged: bool,
-        lead: Option<&Lead>,
     ) -> Result<Outcome, RegistryError> {
         let Job {
             reference,
@@ -237,9 +232,7 @@ impl Client {
         );
         let whole = want == (0..size);
         let mut headers = HeaderMap::new();
-        // A lead asks for a Range even for the whole blob: a 206 shows the registry can
-        // serve the ranges it may be split into.
-        if ranged && (!whole || lead.is_some()) {
+        if ranged && !whole {
             let value = format!("bytes={}-{}", want.start, want.end - 1);
             headers.insert(RANGE, HeaderValue::from_str(&value).expect("ascii"));
         }
@@ -266,12 +259,7 @@ impl Client {
                 }
             }
             StatusCode::OK if ranged && !whole => return Ok(Outcome::RangeIgnored),
-            StatusCode::OK => {
-                ranged = false;
-                if let Some(lead) = lead {
-                    lead.refuse_split();
-                }
-            }
+            StatusCode::OK => ranged = false,
             other => {
                 return Err(bad(format!(
                     "unexpected HTTP {} to a blob GET",
@@ -305,16 +293,8 @@ impl Client {
                 )));
             }
             if ranged {
-                // A lead writes only up to where the split ranges begin.
-                let limit = lead.map_or(chunk_end, |lead| {
-                    lead.claim(pos, chunk_end, self.received())
-                });
-                let mine = &chunk[..(limit - pos) as usize];
-                ingest.write_at(pos, mine)?;
-                on_bytes(mine.len() as u64);
-                if limit < chunk_end {
-                    return Ok(Outcome::Done);
-                }
+                ingest.write_at(pos, &chunk)?;
+                on_bytes(chunk.len() as u64);
             } else {
                 for hole in ingest.missing() {
                     let from = hole.start.max(pos);
