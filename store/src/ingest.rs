@@ -148,9 +148,10 @@ impl Ingest {
         if !written.is_empty() {
             tracing::debug!(%digest, bytes = written.len(), "resuming a partial ingest");
         }
-        // The resumed prefix is re-hashed from disk by the hash thread.
-        let hash = PrefixHash::start(file.try_clone().at(&data_path)?, hasher).at(&data_path)?;
-        hash.advance(written.prefix_end());
+        // The resumed prefix is re-hashed from disk.
+        let hash =
+            PrefixHash::start(file.try_clone().at(&data_path)?, hasher, size).at(&data_path)?;
+        hash.advance(written.prefix_end(), None).at(&data_path)?;
         let ingest = Self {
             layout: layout.clone(),
             digest: digest.clone(),
@@ -232,7 +233,11 @@ impl Ingest {
             return Err(e);
         }
         state.written.insert(offset..end);
-        self.hasher().advance(state.written.prefix_end());
+        // A read-back that fails is an error of the store's own disk; the bytes written
+        // stay good, and the hash catches up on the next write that succeeds.
+        self.hasher()
+            .advance(state.written.prefix_end(), Some((offset, buf)))
+            .at(&data_path)?;
         state.unflushed += buf.len() as u64;
         let flush = state.unflushed >= FLUSH_EVERY;
         if flush {

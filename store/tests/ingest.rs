@@ -127,40 +127,68 @@ fn resume_rehashes_the_prefix_from_disk() {
     ingest.commit().unwrap();
 }
 
-#[test]
-fn positional_writes_out_of_order_resume_only_the_holes() {
+/// Writes a blob of four parts out of order, resumes after a drop and finishes it
+/// from two threads at once; `part` is each part's size.
+fn positional_round_trip(part: usize) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let mib = 1usize << 20;
-    let bytes = data(4 * mib, 5);
+    let bytes = data(4 * part, 5);
     let digest = sha256_of(&bytes);
     let size = bytes.len() as u64;
+    let at = |i: usize| (i * part) as u64;
 
     let ingest = store.ingest(&digest, size).unwrap().unwrap();
-    ingest
-        .write_at(2 * mib as u64, &bytes[2 * mib..3 * mib])
-        .unwrap();
-    ingest.write_at(0, &bytes[..mib]).unwrap();
+    ingest.write_at(at(2), &bytes[2 * part..3 * part]).unwrap();
+    ingest.write_at(0, &bytes[..part]).unwrap();
     assert!(matches!(
-        ingest.write_at(2 * mib as u64 + 5, &bytes[..10]),
+        ingest.write_at(at(2) + 5, &bytes[..10]),
         Err(StoreError::Overlap { .. })
     ));
     ingest.sync().unwrap();
     drop(ingest);
 
     let ingest = store.ingest(&digest, size).unwrap().unwrap();
-    assert_eq!(
-        ingest.missing(),
-        vec![mib as u64..2 * mib as u64, 3 * mib as u64..size]
-    );
+    assert_eq!(ingest.missing(), vec![at(1)..at(2), at(3)..size]);
     // Written from two threads at once.
     std::thread::scope(|s| {
-        s.spawn(|| ingest.write_at(3 * mib as u64, &bytes[3 * mib..]).unwrap());
-        s.spawn(|| ingest.write_at(mib as u64, &bytes[mib..2 * mib]).unwrap());
+        s.spawn(|| ingest.write_at(at(3), &bytes[3 * part..]).unwrap());
+        s.spawn(|| ingest.write_at(at(1), &bytes[part..2 * part]).unwrap());
     });
     assert!(ingest.missing().is_empty());
     ingest.commit().unwrap();
     assert!(store.has(&digest));
+}
+
+#[test]
+fn positional_writes_out_of_order_resume_only_the_holes() {
+    // 4 MiB: hashed inline by the writers.
+    positional_round_trip(1 << 20);
+}
+
+#[test]
+fn a_big_blob_hashed_on_its_own_thread_resumes_only_the_holes_too() {
+    // 12 MiB: hashed by a thread of its own.
+    positional_round_trip(3 << 20);
+}
+
+#[test]
+fn a_big_blob_with_one_wrong_byte_is_refused_by_its_hash_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut bytes = data(12 << 20, 9);
+    let digest = sha256_of(&bytes);
+    bytes[7 << 20] ^= 1;
+    let ingest = store.ingest(&digest, bytes.len() as u64).unwrap().unwrap();
+    for (i, chunk) in bytes.chunks(1 << 20).enumerate().rev() {
+        ingest.write_at((i << 20) as u64, chunk).unwrap();
+    }
+    let err = ingest.commit().unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Mismatch { expected_digest, actual_size, .. }
+            if *expected_digest == digest && *actual_size == bytes.len() as u64),
+        "{err}"
+    );
+    assert!(!store.has(&digest));
 }
 
 #[test]

@@ -1,13 +1,18 @@
-//! The digest of an ingest, computed on a thread of its own as the contiguous prefix
-//! grows: the writer only says how far the prefix reaches, and the thread reads those
-//! bytes back (from the page cache, where they were just written) and hashes them.
+//! The digest of an ingest, computed as the contiguous prefix grows.
 //!
-//! Hashing inline would put sha256 on the thread that receives the bytes, in series
-//! with the socket and page-cache copies: for one big blob that thread is the whole
-//! pull. On its own thread the hash runs beside the download on another core, and
-//! commit waits only for the last few bytes. (Handing the received chunks over instead
-//! of reading them back was slower: held chunks keep the HTTP client from reusing its
-//! read buffer, and fresh buffers cost more than a copy from the page cache.)
+//! A big blob is hashed on a thread of its own: the writer only says how far the
+//! prefix reaches, and the thread reads those bytes back (from the page cache, where
+//! they were just written) and hashes them. Hashing inline would put sha256 on the
+//! thread that receives the bytes, in series with the socket and page-cache copies:
+//! for one big blob that thread is the whole pull. On its own thread the hash runs
+//! beside the download on another core, and commit waits only for the last few bytes.
+//! (Handing the received chunks over instead of reading them back was slower: held
+//! chunks keep the HTTP client from reusing its read buffer, and fresh buffers cost
+//! more than a copy from the page cache.)
+//!
+//! A small blob is hashed inline, from the buffer just written when it extends the
+//! prefix: many small blobs already keep every core busy, and a thread and a read-back
+//! per blob would only add work.
 
 use std::fs::File;
 use std::io;
@@ -22,8 +27,89 @@ use crate::digest::Hasher;
 /// Bytes read back and hashed at a time.
 const STEP: usize = 256 << 10;
 
+/// Blobs at least this big are hashed on their own thread.
+const THREAD_AT: u64 = 8 << 20;
+
 /// Hashes a file from offset 0 up to whatever [`PrefixHash::advance`] has reported.
-pub(crate) struct PrefixHash {
+pub(crate) enum PrefixHash {
+    Inline(Box<Mutex<Inline>>),
+    Thread(HashThread),
+}
+
+/// The hash of a small blob, kept up to date by its writers.
+pub(crate) struct Inline {
+    file: File,
+    hasher: Hasher,
+    hashed: u64,
+}
+
+impl PrefixHash {
+    /// Starts hashing `file`, the ingest's data file, which will be `size` bytes long.
+    pub(crate) fn start(file: File, hasher: Hasher, size: u64) -> io::Result<Self> {
+        if size >= THREAD_AT {
+            return HashThread::start(file, hasher).map(Self::Thread);
+        }
+        Ok(Self::Inline(Box::new(Mutex::new(Inline {
+            file,
+            hasher,
+            hashed: 0,
+        }))))
+    }
+
+    /// The bytes from 0 to `end` are on disk and may be hashed; `written`, when given,
+    /// holds bytes just written and where (hashed from there, not read back, when they
+    /// continue the hashed prefix).
+    pub(crate) fn advance(&self, end: u64, written: Option<(u64, &[u8])>) -> io::Result<()> {
+        match self {
+            Self::Thread(thread) => {
+                thread.advance(end);
+                Ok(())
+            }
+            Self::Inline(inline) => {
+                let mut inline = inline.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((offset, buf)) = written {
+                    if offset == inline.hashed && offset + buf.len() as u64 <= end {
+                        inline.hasher.update(buf);
+                        inline.hashed += buf.len() as u64;
+                    }
+                }
+                inline.read_up_to(end)
+            }
+        }
+    }
+
+    /// Waits for everything reported to be hashed and returns the digest and how many
+    /// bytes it covers.
+    pub(crate) fn finish(self) -> io::Result<(Digest, u64)> {
+        match self {
+            Self::Thread(thread) => thread.finish(),
+            Self::Inline(inline) => {
+                let inline = inline.into_inner().unwrap_or_else(|p| p.into_inner());
+                Ok((inline.hasher.finish(), inline.hashed))
+            }
+        }
+    }
+}
+
+impl Inline {
+    /// Reads back and hashes what lies between the hashed prefix and `end`.
+    fn read_up_to(&mut self, end: u64) -> io::Result<()> {
+        if self.hashed >= end {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; STEP.min((end - self.hashed) as usize)];
+        while self.hashed < end {
+            let want = buf.len().min((end - self.hashed) as usize);
+            self.file.read_exact_at(&mut buf[..want], self.hashed)?;
+            self.hasher.update(&buf[..want]);
+            self.hashed += want as u64;
+        }
+        Ok(())
+    }
+}
+
+/// The thread that hashes a big blob.
+pub(crate) struct HashThread {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<io::Result<Hasher>>>,
 }
@@ -46,9 +132,9 @@ struct Progress {
     cancelled: bool,
 }
 
-impl PrefixHash {
+impl HashThread {
     /// Starts the thread; `file` is a handle of the ingest's data file.
-    pub(crate) fn start(file: File, hasher: Hasher) -> io::Result<Self> {
+    fn start(file: File, hasher: Hasher) -> io::Result<Self> {
         let shared = Arc::new(Shared::default());
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -61,7 +147,7 @@ impl PrefixHash {
     }
 
     /// The bytes from 0 to `end` are on disk and may be hashed.
-    pub(crate) fn advance(&self, end: u64) {
+    fn advance(&self, end: u64) {
         let mut progress = self.shared.lock();
         if end > progress.target {
             progress.target = end;
@@ -69,9 +155,7 @@ impl PrefixHash {
         }
     }
 
-    /// Waits for everything reported to be hashed and returns the digest and how many
-    /// bytes it covers.
-    pub(crate) fn finish(mut self) -> io::Result<(Digest, u64)> {
+    fn finish(mut self) -> io::Result<(Digest, u64)> {
         self.shared.lock().finishing = true;
         self.shared.wake.notify_one();
         let hasher = self.join()?;
@@ -87,7 +171,7 @@ impl PrefixHash {
     }
 }
 
-impl Drop for PrefixHash {
+impl Drop for HashThread {
     fn drop(&mut self) {
         if self.thread.is_some() {
             self.shared.lock().cancelled = true;
