@@ -124,7 +124,10 @@ def curl_model(sizes, parallel, delay, rate):
 
 def stowage_pieces(sizes, split_threshold, ranges_per_blob=8, range_size=8 << 20,
                    min_range=4 << 20):
-    """The requests stowage makes for these blobs (src/registry/blob.rs `plan`)."""
+    """The requests stowage makes for these blobs if it splits each big one from its
+    first byte (src/registry/blob.rs `plan`). It really starts each as one stream and
+    splits it at its first look at a slow link, ~0.1 s in (src/registry/split.rs), so
+    this is a lower bound."""
     pieces = []
     for size in sizes:
         if size < split_threshold:
@@ -266,7 +269,8 @@ def main():
                            f"{'; '.join(notes)} |")
             if profile == "wan":
                 notes_after.append(
-                    f"- {LABELS.get(img, img)}: stowage's {len(stowage_pieces(sizes, split))} "
+                    f"- {LABELS.get(img, img)}: stowage, splitting from the start: "
+                    f"{len(stowage_pieces(sizes, split))} "
                     f"requests, {stowage_concurrency(sizes, split, conc)} at a time, need ≥ "
                     f"{curl_model(stowage_pieces(sizes, split), stowage_concurrency(sizes, split, conc), delay, rate):.2f} s; "
                     f"one request per blob, {par} at a time (curl floor), needs ≥ "
