@@ -138,11 +138,13 @@ pub struct PullArgs {
     /// byte ranges when it proves slow.
     #[arg(long, default_value_t = 16 << 20)]
     split_threshold: u64,
-    /// Bytes per second: that stream is split when it runs slower than this.
+    /// Bytes per second: that stream is split when the pull's downloads together bring
+    /// less than this.
     #[arg(long, default_value_t = 256 << 20)]
     split_below: u64,
-    /// The size of those ranges, about.
-    #[arg(long, default_value_t = 8 << 20)]
+    /// The size of those ranges, about (64 KiB to 1 GiB).
+    #[arg(long, default_value_t = 8 << 20,
+          value_parser = clap::value_parser!(u64).range((64 << 10)..=(1 << 30)))]
     range_size: u64,
     /// Ranges of one blob in flight at once.
     #[arg(long, default_value_t = 8)]

@@ -27,8 +27,7 @@ pub struct BlobOptions {
     /// the link is limited by the CPUs or the network card, not by a per-connection
     /// cap, and more connections would only add work; below it, big blobs are split.
     pub split_below: u64,
-    /// How long the one stream is watched before its speed is judged (and again at
-    /// each such interval while it lasts).
+    /// How often, while a big blob is one stream, the link's speed is judged.
     pub probe: Duration,
     /// At most this many ranges of one blob in flight.
     pub ranges_per_blob: u64,

@@ -106,7 +106,7 @@ impl Lead {
             return Decision::Never;
         }
         let rest: u64 = state.left.iter().map(|r| r.end - r.start).sum();
-        if rest < min_rest {
+        if rest == 0 || rest < min_rest {
             return Decision::Never;
         }
         let now = Instant::now();

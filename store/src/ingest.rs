@@ -83,7 +83,8 @@ pub struct Ingest {
     size: u64,
     file: File,
     state: Mutex<State>,
-    /// Follows the contiguous prefix on its own thread; taken by commit.
+    /// The digest of the contiguous prefix (kept by the writers for a small blob, by
+    /// a thread of its own for a big one); taken by commit.
     hash: Option<PrefixHash>,
     /// New bytes between two records of a positional ingest.
     record_every: u64,
@@ -325,8 +326,25 @@ impl Ingest {
             self.discard()?;
             return Err(self.too_long());
         }
-        let (actual, hashed) = hash.finish().at(&data_path)?;
-        debug_assert_eq!(hashed, have, "the hash thread was told the whole prefix");
+        // A hash that could not read the bytes back, or covers less than is on disk, says
+        // nothing about them: an error, not a mismatch, and the partial data is kept
+        // (and its ranges recorded) for the next attempt.
+        let hashed = hash.finish().and_then(|(actual, hashed)| {
+            if hashed == have {
+                Ok(actual)
+            } else {
+                Err(io::Error::other(format!(
+                    "hashed {hashed} bytes of a {have}-byte prefix"
+                )))
+            }
+        });
+        let actual = match hashed {
+            Ok(actual) => actual,
+            Err(e) => {
+                self.sync()?;
+                return Err(e).at(&data_path);
+            }
+        };
         if have != self.size || actual != self.digest {
             if have == self.size {
                 self.discard()?;

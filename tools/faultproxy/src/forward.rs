@@ -274,7 +274,6 @@ fn content_range_start(headers: &HeaderMap) -> Option<u64> {
     range.split_once('-')?.0.trim().parse().ok()
 }
 
-/// A response the proxy makes up: a distribution-spec JSON error body.
 /// A `307 Temporary Redirect` to `location` with an empty body.
 fn redirect(location: &str, entry: Arc<Entry>) -> Response<ProxyBody> {
     entry.set_status(StatusCode::TEMPORARY_REDIRECT.as_u16());
@@ -286,6 +285,7 @@ fn redirect(location: &str, entry: Arc<Entry>) -> Response<ProxyBody> {
     resp
 }
 
+/// A response the proxy makes up: a distribution-spec JSON error body.
 fn error(
     status: StatusCode,
     code: &str,
