@@ -1,6 +1,6 @@
 # Sourced by run.sh and factored.sh once RUN and LOGS are set: the daemons a benchmark
-# runs besides the tools (a private podman store, the wan proxy) and the clean-up of
-# what a run killed hard left behind.
+# runs besides the tools (a private podman store, the wan proxy), stopping them, and
+# the clean-up of what a run killed hard left behind.
 
 PODMAN=(podman --root "$RUN/podman/root" --runroot "$RUN/podman/runroot" --storage-driver overlay
   --cgroup-manager cgroupfs --events-backend file)
@@ -11,6 +11,15 @@ podman_wipe() { # remove the podman store in $RUN/podman, images and any mounts
   awk -v d="$RUN/podman/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf "$RUN/podman"
+}
+
+stop_pid() { # stop_pid PID: TERM, then KILL after 5 s
+  local pid=$1 i
+  [ -n "$pid" ] || return 0
+  kill "$pid" 2>/dev/null || return 0
+  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
 }
 
 reap_orphans() { # reap_orphans DIR: a run killed hard (SIGKILL) leaves its daemons

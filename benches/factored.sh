@@ -77,14 +77,6 @@ STOWAGE_BIN=$RUN/bin/stowage
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 registry_pid="" proxy_pid=""
-stop_pid() { # stop_pid PID: TERM, then KILL after 5 s
-  local pid=$1 i
-  [ -n "$pid" ] || return 0
-  kill "$pid" 2>/dev/null || return 0
-  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
   local status=$?
   set +e

@@ -119,14 +119,6 @@ RESULTS=$RUN/results.tsv # profile image tool run seconds rss_kb
 # ---------------------------------------------------------------- cleanup
 registry_pid="" proxy_pid="" containerd_pid=""
 DOCKER_REFS=()
-stop_pid() { # stop_pid PID: TERM, then KILL after 5 s
-  local pid=$1 i
-  [ -n "$pid" ] || return 0
-  kill "$pid" 2>/dev/null || return 0
-  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
   local status=$?
   set +e
