@@ -356,6 +356,9 @@ measure() {
   EXTRA_RSS=""
   "prep_$tool" "$host" "$img"
   "cmd_$tool" "$host" "$img"
+  # No tool pays for the writeback of what an earlier one (or the image set up) left
+  # dirty in the page cache.
+  sync
   t0=$EPOCHREALTIME
   timeout "$BENCH_TIMEOUT" "${CMD[@]}" > "$LOGS/current.out" 2> "$LOGS/current.err" 9>&- || rc=$?
   t1=$EPOCHREALTIME
