@@ -7,6 +7,9 @@
 //! in order, and fetched by `ranges_per_blob - 1` more connections; the lead finishes
 //! the request it is in and joins them. Nothing is fetched twice: no request is cut
 //! short to make room for the ranges (a dropped connection wastes what was in flight).
+//! A lead request that on its own brought `split_below` a second or more shows a link
+//! no split would help: the lead then asks for all that is left at once (on loopback
+//! each further request cost the registry's 3–5 ms before its first byte).
 //!
 //! Why not split every big blob from the start: where the link already brings hundreds
 //! of MB/s (loopback, a registry on the LAN) the limit is the CPU on both ends, and
@@ -38,7 +41,7 @@ struct Lead {
 struct LeadState {
     /// The holes (or parts of them) the lead has not requested yet, in order.
     left: VecDeque<Range<u64>>,
-    /// The size of its next request.
+    /// The size of its next request (`u64::MAX` once the link proved fast).
     step: u64,
     /// When the link's speed was last looked at (or the lead started), and how many
     /// bytes the client had received by then.
@@ -79,7 +82,7 @@ impl Lead {
     /// The lead's next request, or `None` once the rest went to the ranges.
     fn next_request(&self) -> Option<Range<u64>> {
         let mut state = self.lock();
-        if state.settled {
+        if state.settled && state.step != u64::MAX {
             return None;
         }
         let hole = state.left.pop_front()?;
@@ -89,6 +92,14 @@ impl Lead {
         }
         state.step = state.step.saturating_mul(2);
         Some(hole.start..end)
+    }
+
+    /// One lead request alone ran at `split_below` or faster: no split will be needed,
+    /// so the rest is asked for in one request per hole.
+    fn settle_fast(&self) {
+        let mut state = self.lock();
+        state.settled = true;
+        state.step = u64::MAX;
     }
 
     /// The lead has stopped: a split would have nothing to take.
@@ -149,7 +160,16 @@ impl Client {
             let mut outcomes = Vec::new();
             let result = async {
                 while let Some(piece) = lead.next_request() {
+                    let started = Instant::now();
+                    let len = piece.end - piece.start;
                     let outcome = self.fetch_range(job, piece, true).await?;
+                    // Timed from before the request (and its wait for a download
+                    // permit): a busy or distant link never looks faster than it is.
+                    let rate = len as f64 / started.elapsed().as_secs_f64().max(1e-6);
+                    if matches!(outcome, Outcome::Done) && rate >= options.split_below as f64 {
+                        lead.settle_fast();
+                        stopped.notify_one();
+                    }
                     let range_ignored = matches!(outcome, Outcome::RangeIgnored);
                     outcomes.push(outcome);
                     if range_ignored {
@@ -246,6 +266,20 @@ mod tests {
             "the lead only finishes its request"
         );
         assert!(matches!(look(3 * MIB, u64::MAX), Decision::Never));
+    }
+
+    #[test]
+    fn a_fast_lead_asks_for_the_rest_at_once_and_is_never_split() {
+        let lead = Lead::new(vec![0..100 * MIB, (120 * MIB)..(130 * MIB)], 8 * MIB, 0);
+        assert_eq!(lead.next_request(), Some(0..8 * MIB));
+        lead.settle_fast();
+        assert!(matches!(
+            lead.judge(MIB, u64::MAX, 16 * MIB, Duration::ZERO),
+            Decision::Never
+        ));
+        assert_eq!(lead.next_request(), Some(8 * MIB..100 * MIB));
+        assert_eq!(lead.next_request(), Some(120 * MIB..130 * MIB));
+        assert_eq!(lead.next_request(), None);
     }
 
     #[test]
