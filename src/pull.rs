@@ -380,8 +380,8 @@ fn resolve_offline(
     }
 }
 
-/// Fetches every missing blob, each in its own task (the client bounds how many
-/// download at once). Returns (blobs fetched, bytes fetched, bytes another process
+/// Fetches every missing blob, each in its own task (the client bounds how many are
+/// open and how many download at once). Returns (blobs fetched, bytes fetched, bytes another process
 /// stored meanwhile).
 pub(crate) async fn fetch_all(
     client: &Arc<Client>,
@@ -401,6 +401,7 @@ pub(crate) async fn fetch_all(
         tasks.spawn(async move {
             let digest = descriptor.digest().clone();
             let size = descriptor.size();
+            let _open = client.blobs_open().acquire().await.expect("never closed");
             let opened = {
                 let (store, digest) = (store.clone(), digest.clone());
                 tokio::task::spawn_blocking(move || store.ingest(&digest, size))

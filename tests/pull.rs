@@ -232,3 +232,32 @@ fn offline_uses_only_the_store_and_ttl_skips_the_registry() {
     );
     assert_eq!(offline["bytes_fetched"], 0);
 }
+
+#[test]
+fn many_layers_are_opened_only_as_they_download() {
+    // Each blob waiting for a download slot used to hold its ingest (a data file and a
+    // lock) open from the start: 80 layers at --concurrency 2 ran out of descriptors.
+    let env = Env::new();
+    let layers = (0..80)
+        .map(|i| {
+            put_layer(
+                &env.fixtures,
+                &sample_tree(&format!("l{i}")),
+                Compression::Gzip,
+            )
+        })
+        .collect();
+    let image = put_image(&env.fixtures, "amd64", layers);
+    env.push(&image.descriptor, "tools/many:1");
+    let name = env.via_proxy("tools/many:1");
+    let store = env.store();
+    let output = Command::new("prlimit")
+        .args(["--nofile=48:48", "--", BIN, "--json", "--store"])
+        .arg(&store)
+        .args(["pull", "--concurrency", "2", &name])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["blobs_fetched"], 81, "{report}");
+}

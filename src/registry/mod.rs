@@ -68,6 +68,10 @@ pub struct Client {
     /// The scheme each host was found to speak.
     schemes: Mutex<HashMap<String, &'static str>>,
     downloads: Arc<Semaphore>,
+    /// As many permits as `downloads`: a blob is opened in the store (a file, a lock
+    /// and, when big, a hash thread) only once it holds one, so a pull of hundreds of
+    /// blobs does not hold hundreds of them open while it waits to download.
+    blobs_open: Arc<Semaphore>,
     /// Blob body bytes received so far by this client, for judging how fast the link
     /// is as a whole (`split.rs`).
     received: std::sync::atomic::AtomicU64,
@@ -114,6 +118,7 @@ impl Client {
             insecure: config.insecure.into_iter().collect(),
             schemes: Mutex::default(),
             downloads: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            blobs_open: Arc::new(Semaphore::new(config.concurrency.max(1))),
             received: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -205,6 +210,11 @@ impl Client {
     /// The bound on concurrent blob downloads.
     pub(crate) fn downloads(&self) -> &Arc<Semaphore> {
         &self.downloads
+    }
+
+    /// The bound on blobs open for fetching at once (see `blobs_open`).
+    pub(crate) fn blobs_open(&self) -> &Arc<Semaphore> {
+        &self.blobs_open
     }
 
     /// GETs `url` on `host` for a pull of `repository`: authenticates on a 401, retries
