@@ -82,7 +82,10 @@ fn ensure_local(
         client,
         store,
         &reference,
-        &PullOptions::default(),
+        &PullOptions {
+            blobs: args.registry.blob_options(),
+            ..PullOptions::default()
+        },
         progress_for(out),
     ))?;
     Ok(report.reference)

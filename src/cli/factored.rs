@@ -84,7 +84,10 @@ pub fn ensure(store: &Store, args: &EnsureArgs, out: &Output) -> anyhow::Result<
             store,
             reference,
             layers,
-            &PullOptions::default(),
+            &PullOptions {
+                blobs: args.registry.blob_options(),
+                ..PullOptions::default()
+            },
             progress_for(out),
         ))?;
         total.layers += report.layers;
@@ -275,7 +278,10 @@ pub fn factor(store: &Store, args: &FactorArgs, out: &Output) -> anyhow::Result<
             client,
             store,
             &artifacts,
-            &PullOptions::default(),
+            &PullOptions {
+                blobs: args.registry.blob_options(),
+                ..PullOptions::default()
+            },
             progress_for(out),
         ))?;
         out.line(format!(

@@ -113,6 +113,7 @@ pub fn sync(store: &Store, args: &SyncArgs, out: &Output) -> anyhow::Result<Exit
     let options = PullOptions {
         offline: args.offline,
         ttl: std::time::Duration::from_secs(args.ttl),
+        blobs: args.registry.blob_options(),
         ..PullOptions::default()
     };
     let report = runtime().context("sync")?.block_on(stowage::sync::sync(

@@ -14,7 +14,7 @@ use stowage::platform::Platform;
 use stowage::progress::{ProgressReporter, Silent, TerminalProgress};
 use stowage::pull::{pull as pull_image, PullOptions};
 use stowage::reference::Reference;
-use stowage::registry::{Client, ClientConfig, Credentials, RetryPolicy, Secret};
+use stowage::registry::{BlobOptions, Client, ClientConfig, Credentials, RetryPolicy, Secret};
 use stowage::store::{parse_digest, Store};
 
 use super::Output;
@@ -44,6 +44,21 @@ pub struct RegistryArgs {
     /// 200 ms and honours Retry-After, each wait at most 30 s).
     #[arg(long, default_value_t = 6)]
     retries: u32,
+    /// Blobs at least this many bytes start as one stream that is split into parallel
+    /// byte ranges when it proves slow.
+    #[arg(long, default_value_t = 16 << 20)]
+    split_threshold: u64,
+    /// Bytes per second: that stream is split when the pull's downloads together bring
+    /// less than this.
+    #[arg(long, default_value_t = 256 << 20)]
+    split_below: u64,
+    /// The size of those ranges, about (64 KiB to 1 GiB).
+    #[arg(long, default_value_t = 8 << 20,
+          value_parser = clap::value_parser!(u64).range((64 << 10)..=(1 << 30)))]
+    range_size: u64,
+    /// Ranges of one blob in flight at once.
+    #[arg(long, default_value_t = 8)]
+    ranges_per_blob: u64,
 }
 
 impl RegistryArgs {
@@ -67,6 +82,18 @@ impl RegistryArgs {
             username: username.clone(),
             password: Secret::new(password),
         }))
+    }
+
+    /// How blobs are fetched: `--split-threshold`, `--split-below`, `--range-size`,
+    /// `--ranges-per-blob`.
+    pub fn blob_options(&self) -> BlobOptions {
+        BlobOptions {
+            split_threshold: self.split_threshold,
+            split_below: self.split_below,
+            range_size: self.range_size,
+            ranges_per_blob: self.ranges_per_blob,
+            ..BlobOptions::default()
+        }
     }
 
     /// `--ca-cert` files.
@@ -134,21 +161,6 @@ pub struct PullArgs {
     /// (0: ask the registry every time).
     #[arg(long, default_value_t = 0)]
     ttl: u64,
-    /// Blobs at least this many bytes start as one stream that is split into parallel
-    /// byte ranges when it proves slow.
-    #[arg(long, default_value_t = 16 << 20)]
-    split_threshold: u64,
-    /// Bytes per second: that stream is split when the pull's downloads together bring
-    /// less than this.
-    #[arg(long, default_value_t = 256 << 20)]
-    split_below: u64,
-    /// The size of those ranges, about (64 KiB to 1 GiB).
-    #[arg(long, default_value_t = 8 << 20,
-          value_parser = clap::value_parser!(u64).range((64 << 10)..=(1 << 30)))]
-    range_size: u64,
-    /// Ranges of one blob in flight at once.
-    #[arg(long, default_value_t = 8)]
-    ranges_per_blob: u64,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -163,15 +175,12 @@ pub fn pull(store: &Store, args: &PullArgs, out: &Output) -> anyhow::Result<Exit
             digest: args.digest.as_deref().map(parse_digest).transpose()?,
             ..Expectations::default()
         },
+        blobs: args.registry.blob_options(),
         ..PullOptions::default()
     };
     if let Some(platform) = &args.platform {
         options.platform = platform.clone();
     }
-    options.blobs.split_threshold = args.split_threshold;
-    options.blobs.split_below = args.split_below;
-    options.blobs.range_size = args.range_size;
-    options.blobs.ranges_per_blob = args.ranges_per_blob;
     let client = args.registry.client(&[&reference.registry])?;
     let progress = progress_for(out);
     let report = runtime()?.block_on(pull_image(client, store, &reference, &options, progress))?;

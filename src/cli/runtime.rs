@@ -193,6 +193,7 @@ pub fn warm(store: &Store, args: &WarmArgs, out: &Output) -> anyhow::Result<Exit
 fn fetch(store: &Store, args: &WarmArgs, out: &Output) -> anyhow::Result<Vec<Wanted>> {
     let options = PullOptions {
         offline: args.offline,
+        blobs: args.registry.blob_options(),
         ..PullOptions::default()
     };
     if let Some(lock) = &args.lock {
