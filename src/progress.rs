@@ -10,7 +10,8 @@ use crate::store::Digest;
 
 /// Receives progress events; every method defaults to doing nothing.
 pub trait ProgressReporter: Send + Sync {
-    /// The bytes a pull will fetch and the bytes already in the store.
+    /// The bytes a pull will fetch and the bytes already in the store; called once per
+    /// image, and by a sync for several images at once.
     fn plan(&self, _to_fetch: u64, _present: u64) {}
     /// A blob download starts; `resumed` bytes were already on disk.
     fn blob_started(&self, _digest: &Digest, _size: u64, _resumed: u64) {}
@@ -52,7 +53,8 @@ impl Default for TerminalProgress {
 
 impl ProgressReporter for TerminalProgress {
     fn plan(&self, to_fetch: u64, _present: u64) {
-        self.total.set_length(to_fetch);
+        // Added, not set: a sync plans each of the images it pulls at once.
+        self.total.inc_length(to_fetch);
     }
 
     fn blob_started(&self, digest: &Digest, size: u64, resumed: u64) {

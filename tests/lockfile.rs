@@ -349,3 +349,53 @@ fn a_bv_lock_pinning_an_index_syncs_verifies_and_uses_the_ttl() {
     ok(run(&env, &["verify", "--lock", path]));
     ok(run(&env, &["sync", "--offline", path]));
 }
+
+#[test]
+fn sync_pulls_the_images_of_a_lockfile_at_once() {
+    let env = Env::new();
+    let refs: Vec<String> = (0..4)
+        .map(|i| {
+            let layer = put_layer(
+                &env.fixtures,
+                &sample_tree(&format!("own{i}")),
+                Compression::Gzip,
+            );
+            let image = put_image(&env.fixtures, "amd64", vec![layer]);
+            let tag = format!("tools/c{i}:1");
+            env.push(&image.descriptor, &tag);
+            env.via_proxy(&tag)
+        })
+        .collect();
+    let file = lockfile(&env, "stowage.lock");
+    let args: Vec<&str> = refs.iter().map(String::as_str).collect();
+    lock(&env, &file, &args);
+
+    // Every request waits 200 ms at the proxy. One image after another, the second
+    // image's first request would come only after the first image's last blob.
+    env.proxy.set_faults(stowage_faultproxy::Faults {
+        delay: std::time::Duration::from_millis(200),
+        ..Default::default()
+    });
+    env.proxy.reset_log();
+    let synced = ok(run(&env, &["sync", file.to_str().unwrap()]));
+    let statuses: Vec<&str> = synced["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["fetched"; 4], "{synced}");
+    let log = env.proxy.log();
+    let repository = |path: &str| path.split('/').nth(3).map(str::to_string);
+    let first: std::collections::BTreeSet<_> = log
+        .iter()
+        .take(4)
+        .filter_map(|r| repository(&r.path))
+        .collect();
+    assert_eq!(
+        first.len(),
+        4,
+        "the first requests: {:?}",
+        &log[..4.min(log.len())]
+    );
+}
