@@ -1,15 +1,18 @@
 //! A big blob starts as one stream, the lead: closed Range requests one after another
 //! on one connection, the first one range long and each next one twice the last
-//! (200 MB is five requests). While it runs, the client's blob downloads are timed as
+//! (200 MB would be five requests). While it runs, the client's blob downloads are timed as
 //! a whole: when over a `probe` they brought less than `split_below` a second
 //! (registries and CDNs cap each connection, a long round trip slows each one), what
 //! the lead has not asked for yet is planned as closed ranges of about `range_size`,
 //! in order, and fetched by `ranges_per_blob - 1` more connections; the lead finishes
 //! the request it is in and joins them. Nothing is fetched twice: no request is cut
 //! short to make room for the ranges (a dropped connection wastes what was in flight).
-//! A lead request that on its own brought `split_below` a second or more shows a link
-//! no split would help: the lead then asks for all that is left at once (on loopback
-//! each further request cost the registry's 3–5 ms before its first byte).
+//! A lead that on its own, over its first two ranges' worth of completed requests,
+//! brought `split_below` a second or more shows a link no split would help: it then
+//! asks for each hole that is left in one request (on loopback each further request
+//! cost the registry 3–5 ms before its first byte; 200 MB is now three requests). Two
+//! ranges' worth, not one request, so a short hole left by a resume or a burst at the
+//! start of a connection does not decide it.
 //!
 //! Why not split every big blob from the start: where the link already brings hundreds
 //! of MB/s (loopback, a registry on the LAN) the limit is the CPU on both ends, and
@@ -41,8 +44,12 @@ struct Lead {
 struct LeadState {
     /// The holes (or parts of them) the lead has not requested yet, in order.
     left: VecDeque<Range<u64>>,
-    /// The size of its next request (`u64::MAX` once the link proved fast).
+    /// The size of its next request.
     step: u64,
+    /// Bytes and time of the lead's completed requests, until it proves fast.
+    sample: (u64, Duration),
+    /// The lead alone proved the link fast: it takes the rest, hole by hole.
+    fast: bool,
     /// When the link's speed was last looked at (or the lead started), and how many
     /// bytes the client had received by then.
     last_look: (Instant, u64),
@@ -69,6 +76,8 @@ impl Lead {
             state: Mutex::new(LeadState {
                 left: holes.into(),
                 step: first_step.max(1),
+                sample: (0, Duration::ZERO),
+                fast: false,
                 last_look: (Instant::now(), received),
                 settled: false,
             }),
@@ -82,11 +91,12 @@ impl Lead {
     /// The lead's next request, or `None` once the rest went to the ranges.
     fn next_request(&self) -> Option<Range<u64>> {
         let mut state = self.lock();
-        if state.settled && state.step != u64::MAX {
+        if state.settled && !state.fast {
             return None;
         }
         let hole = state.left.pop_front()?;
-        let end = hole.end.min(hole.start.saturating_add(state.step));
+        let step = if state.fast { u64::MAX } else { state.step };
+        let end = hole.end.min(hole.start.saturating_add(step));
         if end < hole.end {
             state.left.push_front(end..hole.end);
         }
@@ -94,12 +104,25 @@ impl Lead {
         Some(hole.start..end)
     }
 
-    /// One lead request alone ran at `split_below` or faster: no split will be needed,
-    /// so the rest is asked for in one request per hole.
-    fn settle_fast(&self) {
+    /// A lead request of `bytes` completed in `elapsed`. Once the lead's completed
+    /// requests add up to `min_sample` bytes at `below` a second or faster, no split
+    /// will be needed: the rest is asked for in one request per hole, and the judge is
+    /// done. Returns whether that just happened.
+    fn completed(&self, bytes: u64, elapsed: Duration, below: u64, min_sample: u64) -> bool {
         let mut state = self.lock();
+        if state.settled {
+            return false;
+        }
+        state.sample.0 += bytes;
+        state.sample.1 += elapsed;
+        let (bytes, elapsed) = state.sample;
+        let rate = bytes as f64 / elapsed.as_secs_f64().max(1e-6);
+        if bytes < min_sample || rate < below as f64 {
+            return false;
+        }
         state.settled = true;
-        state.step = u64::MAX;
+        state.fast = true;
+        true
     }
 
     /// The lead has stopped: a split would have nothing to take.
@@ -165,9 +188,14 @@ impl Client {
                     let outcome = self.fetch_range(job, piece, true).await?;
                     // Timed from before the request (and its wait for a download
                     // permit): a busy or distant link never looks faster than it is.
-                    let rate = len as f64 / started.elapsed().as_secs_f64().max(1e-6);
-                    if matches!(outcome, Outcome::Done) && rate >= options.split_below as f64 {
-                        lead.settle_fast();
+                    let fast = matches!(outcome, Outcome::Done)
+                        && lead.completed(
+                            len,
+                            started.elapsed(),
+                            options.split_below,
+                            2 * options.range_size,
+                        );
+                    if fast {
                         stopped.notify_one();
                     }
                     let range_ignored = matches!(outcome, Outcome::RangeIgnored);
@@ -271,15 +299,34 @@ mod tests {
     #[test]
     fn a_fast_lead_asks_for_the_rest_at_once_and_is_never_split() {
         let lead = Lead::new(vec![0..100 * MIB, (120 * MIB)..(130 * MIB)], 8 * MIB, 0);
+        let ms = Duration::from_millis;
+        let done = |bytes, elapsed| lead.completed(bytes, elapsed, 256 * MIB, 16 * MIB);
         assert_eq!(lead.next_request(), Some(0..8 * MIB));
-        lead.settle_fast();
+        assert!(!done(8 * MIB, ms(5)), "one short request does not decide");
+        assert_eq!(lead.next_request(), Some(8 * MIB..24 * MIB));
+        assert!(done(16 * MIB, ms(40)), "24 MiB in 45 ms is fast");
         assert!(matches!(
             lead.judge(MIB, u64::MAX, 16 * MIB, Duration::ZERO),
             Decision::Never
         ));
-        assert_eq!(lead.next_request(), Some(8 * MIB..100 * MIB));
+        assert_eq!(lead.next_request(), Some(24 * MIB..100 * MIB));
         assert_eq!(lead.next_request(), Some(120 * MIB..130 * MIB));
         assert_eq!(lead.next_request(), None);
+    }
+
+    #[test]
+    fn a_lead_slower_than_the_threshold_stays_open_to_a_split() {
+        let lead = Lead::new(vec![0..100 * MIB], 8 * MIB, 0);
+        let done =
+            |bytes, ms| lead.completed(bytes, Duration::from_millis(ms), 256 * MIB, 16 * MIB);
+        lead.next_request();
+        assert!(!done(8 * MIB, 1));
+        lead.next_request();
+        assert!(!done(16 * MIB, 200), "24 MiB in 201 ms is not fast");
+        assert!(matches!(
+            lead.judge(MIB, u64::MAX, 16 * MIB, Duration::ZERO),
+            Decision::Split(_)
+        ));
     }
 
     #[test]
