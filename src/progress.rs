@@ -13,6 +13,9 @@ pub trait ProgressReporter: Send + Sync {
     /// The bytes a pull will fetch and the bytes already in the store; called once per
     /// image, and by a sync for several images at once.
     fn plan(&self, _to_fetch: u64, _present: u64) {}
+    /// A blob the plan counted to fetch was stored meanwhile by someone else (another
+    /// process, or another image of the same sync).
+    fn blob_present(&self, _size: u64) {}
     /// A blob download starts; `resumed` bytes were already on disk.
     fn blob_started(&self, _digest: &Digest, _size: u64, _resumed: u64) {}
     /// More bytes of a blob arrived.
@@ -55,6 +58,10 @@ impl ProgressReporter for TerminalProgress {
     fn plan(&self, to_fetch: u64, _present: u64) {
         // Added, not set: a sync plans each of the images it pulls at once.
         self.total.inc_length(to_fetch);
+    }
+
+    fn blob_present(&self, size: u64) {
+        self.total.dec_length(size);
     }
 
     fn blob_started(&self, digest: &Digest, size: u64, resumed: u64) {

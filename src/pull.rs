@@ -381,8 +381,8 @@ fn resolve_offline(
 }
 
 /// Fetches every missing blob, each in its own task (the client bounds how many are
-/// open and how many download at once). Returns (blobs fetched, bytes fetched, bytes another process
-/// stored meanwhile).
+/// open and how many download at once). Returns (blobs fetched, bytes fetched, bytes
+/// stored meanwhile by another process, or by another pull of the same sync).
 pub(crate) async fn fetch_all(
     client: &Arc<Client>,
     store: &Store,
@@ -409,6 +409,7 @@ pub(crate) async fn fetch_all(
                     .expect("opening an ingest does not panic")?
             };
             let Some(ingest) = opened else {
+                progress.blob_present(size);
                 return Ok::<_, PullError>((0, 0, size));
             };
             let resumed = size

@@ -68,9 +68,11 @@ pub struct Client {
     /// The scheme each host was found to speak.
     schemes: Mutex<HashMap<String, &'static str>>,
     downloads: Arc<Semaphore>,
-    /// As many permits as `downloads`: a blob is opened in the store (a file, a lock
-    /// and, when big, a hash thread) only once it holds one, so a pull of hundreds of
-    /// blobs does not hold hundreds of them open while it waits to download.
+    /// Twice as many permits as `downloads`: a blob is opened in the store (a file, a
+    /// lock and, when big, a hash thread) only once it holds one, so a pull of hundreds
+    /// of blobs does not hold hundreds open while it waits to download. Twice, so blobs
+    /// finishing their hash and fsync, or waiting for another image of a sync to store
+    /// a layer they share, do not keep the downloads from being used.
     blobs_open: Arc<Semaphore>,
     /// Blob body bytes received so far by this client, for judging how fast the link
     /// is as a whole (`split.rs`).
@@ -118,7 +120,7 @@ impl Client {
             insecure: config.insecure.into_iter().collect(),
             schemes: Mutex::default(),
             downloads: Arc::new(Semaphore::new(config.concurrency.max(1))),
-            blobs_open: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            blobs_open: Arc::new(Semaphore::new(2 * config.concurrency.max(1))),
             received: std::sync::atomic::AtomicU64::new(0),
         })
     }
