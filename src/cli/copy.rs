@@ -11,7 +11,7 @@ use stowage::pull::{pull, PullOptions};
 use stowage::reference::Reference;
 use stowage::store::Store;
 
-use super::pull::{progress_for, runtime, RegistryArgs};
+use super::pull::{progress_for, runtime, BlobArgs, RegistryArgs};
 use super::Output;
 
 #[derive(Debug, Args)]
@@ -41,6 +41,8 @@ struct PushArgs {
     /// One PUT per blob instead of chunked uploads.
     #[arg(long)]
     monolithic: bool,
+    #[command(flatten)]
+    blobs: BlobArgs,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -83,7 +85,7 @@ fn ensure_local(
         store,
         &reference,
         &PullOptions {
-            blobs: args.registry.blob_options(),
+            blobs: args.blobs.options(),
             ..PullOptions::default()
         },
         progress_for(out),

@@ -17,7 +17,7 @@ use stowage::pull::PullOptions;
 use stowage::reference::Reference;
 use stowage::store::{parse_digest, Descriptor, MediaType, Store};
 
-use super::pull::{progress_for, runtime, RegistryArgs};
+use super::pull::{progress_for, runtime, BlobArgs, RegistryArgs};
 use super::Output;
 
 #[derive(Debug, Args)]
@@ -32,6 +32,8 @@ pub struct EnsureArgs {
     /// from its own image's repository.
     #[arg(long, value_name = "LOCKFILE", conflicts_with = "repository")]
     lock: Option<PathBuf>,
+    #[command(flatten)]
+    blobs: BlobArgs,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -85,7 +87,7 @@ pub fn ensure(store: &Store, args: &EnsureArgs, out: &Output) -> anyhow::Result<
             reference,
             layers,
             &PullOptions {
-                blobs: args.registry.blob_options(),
+                blobs: args.blobs.options(),
                 ..PullOptions::default()
             },
             progress_for(out),
@@ -228,6 +230,8 @@ pub struct FactorArgs {
     #[arg(long)]
     cmd: Option<String>,
     #[command(flatten)]
+    blobs: BlobArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
 }
 
@@ -279,7 +283,7 @@ pub fn factor(store: &Store, args: &FactorArgs, out: &Output) -> anyhow::Result<
             store,
             &artifacts,
             &PullOptions {
-                blobs: args.registry.blob_options(),
+                blobs: args.blobs.options(),
                 ..PullOptions::default()
             },
             progress_for(out),

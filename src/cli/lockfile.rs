@@ -13,7 +13,7 @@ use stowage::pull::PullOptions;
 use stowage::reference::Reference;
 use stowage::store::Store;
 
-use super::pull::{progress_for, runtime, RegistryArgs};
+use super::pull::{progress_for, runtime, BlobArgs, RegistryArgs};
 use super::Output;
 
 #[derive(Debug, Args)]
@@ -98,6 +98,8 @@ pub struct SyncArgs {
     #[arg(long, default_value_t = 0)]
     ttl: u64,
     #[command(flatten)]
+    blobs: BlobArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
 }
 
@@ -113,7 +115,7 @@ pub fn sync(store: &Store, args: &SyncArgs, out: &Output) -> anyhow::Result<Exit
     let options = PullOptions {
         offline: args.offline,
         ttl: std::time::Duration::from_secs(args.ttl),
-        blobs: args.registry.blob_options(),
+        blobs: args.blobs.options(),
         ..PullOptions::default()
     };
     let report = runtime().context("sync")?.block_on(stowage::sync::sync(

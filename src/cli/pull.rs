@@ -44,21 +44,6 @@ pub struct RegistryArgs {
     /// 200 ms and honours Retry-After, each wait at most 30 s).
     #[arg(long, default_value_t = 6)]
     retries: u32,
-    /// Blobs at least this many bytes start as one stream that is split into parallel
-    /// byte ranges when it proves slow.
-    #[arg(long, default_value_t = 16 << 20)]
-    split_threshold: u64,
-    /// Bytes per second: that stream is split when the pull's downloads together bring
-    /// less than this.
-    #[arg(long, default_value_t = 256 << 20)]
-    split_below: u64,
-    /// The size of those ranges, about (64 KiB to 1 GiB).
-    #[arg(long, default_value_t = 8 << 20,
-          value_parser = clap::value_parser!(u64).range((64 << 10)..=(1 << 30)))]
-    range_size: u64,
-    /// Ranges of one blob in flight at once.
-    #[arg(long, default_value_t = 8)]
-    ranges_per_blob: u64,
 }
 
 impl RegistryArgs {
@@ -82,18 +67,6 @@ impl RegistryArgs {
             username: username.clone(),
             password: Secret::new(password),
         }))
-    }
-
-    /// How blobs are fetched: `--split-threshold`, `--split-below`, `--range-size`,
-    /// `--ranges-per-blob`.
-    pub fn blob_options(&self) -> BlobOptions {
-        BlobOptions {
-            split_threshold: self.split_threshold,
-            split_below: self.split_below,
-            range_size: self.range_size,
-            ranges_per_blob: self.ranges_per_blob,
-            ..BlobOptions::default()
-        }
     }
 
     /// `--ca-cert` files.
@@ -141,6 +114,39 @@ impl RegistryArgs {
     }
 }
 
+/// How big blobs are fetched; shared by every command that fetches blobs.
+#[derive(Debug, Args)]
+pub struct BlobArgs {
+    /// Blobs at least this many bytes start as one stream that is split into parallel
+    /// byte ranges when it proves slow.
+    #[arg(long, default_value_t = 16 << 20)]
+    split_threshold: u64,
+    /// Bytes per second: that stream is split when the pull's downloads together bring
+    /// less than this.
+    #[arg(long, default_value_t = 256 << 20)]
+    split_below: u64,
+    /// The size of those ranges, about (64 KiB to 1 GiB).
+    #[arg(long, default_value_t = 8 << 20,
+          value_parser = clap::value_parser!(u64).range((64 << 10)..=(1 << 30)))]
+    range_size: u64,
+    /// Ranges of one blob in flight at once.
+    #[arg(long, default_value_t = 8)]
+    ranges_per_blob: u64,
+}
+
+impl BlobArgs {
+    /// The options these flags describe.
+    pub fn options(&self) -> BlobOptions {
+        BlobOptions {
+            split_threshold: self.split_threshold,
+            split_below: self.split_below,
+            range_size: self.range_size,
+            ranges_per_blob: self.ranges_per_blob,
+            ..BlobOptions::default()
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PullArgs {
     /// The image: [registry/]repository[:tag][@digest].
@@ -162,6 +168,8 @@ pub struct PullArgs {
     #[arg(long, default_value_t = 0)]
     ttl: u64,
     #[command(flatten)]
+    blobs: BlobArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
 }
 
@@ -175,7 +183,7 @@ pub fn pull(store: &Store, args: &PullArgs, out: &Output) -> anyhow::Result<Exit
             digest: args.digest.as_deref().map(parse_digest).transpose()?,
             ..Expectations::default()
         },
-        blobs: args.registry.blob_options(),
+        blobs: args.blobs.options(),
         ..PullOptions::default()
     };
     if let Some(platform) = &args.platform {

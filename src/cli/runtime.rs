@@ -15,7 +15,7 @@ use stowage::runtime::{
 };
 use stowage::store::Store;
 
-use super::pull::{progress_for, runtime as async_runtime, RegistryArgs};
+use super::pull::{progress_for, runtime as async_runtime, BlobArgs, RegistryArgs};
 use super::Output;
 
 /// Which runtime to hand images to.
@@ -114,6 +114,8 @@ pub struct WarmArgs {
     #[command(flatten)]
     runtime: RuntimeArgs,
     #[command(flatten)]
+    blobs: BlobArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
 }
 
@@ -193,7 +195,7 @@ pub fn warm(store: &Store, args: &WarmArgs, out: &Output) -> anyhow::Result<Exit
 fn fetch(store: &Store, args: &WarmArgs, out: &Output) -> anyhow::Result<Vec<Wanted>> {
     let options = PullOptions {
         offline: args.offline,
-        blobs: args.registry.blob_options(),
+        blobs: args.blobs.options(),
         ..PullOptions::default()
     };
     if let Some(lock) = &args.lock {
