@@ -240,6 +240,8 @@ measure() { # measure PROFILE HOST SET TOOL RUN
   "prep_${tool%%-*}"
   "cmds_${tool//-/_}" "$set" "$host" > "$LOGS/$name.sh"
   settle_log
+  # As in run.sh: no row pays for the writeback of what an earlier one left dirty.
+  sync
   at=$(stat -c %s "$LOGS/access.log")
   t0=$EPOCHREALTIME
   timeout "$BENCH_TIMEOUT" bash -e "$LOGS/$name.sh" > "$LOGS/$name.out" 2> "$LOGS/$name.err" 9>&- || rc=$?

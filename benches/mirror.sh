@@ -71,6 +71,7 @@ time_median() {
   for _ in $(seq "$RUNS"); do
     eval "$prep"
     local t0 t1
+    sync # as in run.sh: no run pays for an earlier one's writeback
     t0=$(date +%s.%N)
     "$@" >/dev/null 2>>"$WORK/errors.log" || die "failed: $* (see $WORK/errors.log)"
     t1=$(date +%s.%N)
