@@ -12,7 +12,9 @@ use crate::expect::{Expectations, Mismatch};
 use crate::platform::Platform;
 use crate::progress::ProgressReporter;
 use crate::reference::Reference;
-use crate::registry::{BlobOptions, Client, FetchedManifest, ManifestKind, RegistryError};
+use crate::registry::{
+    wait_for_fetch, BlobOptions, Client, FetchedManifest, ManifestKind, RegistryError,
+};
 use crate::store::{Digest, Store, StoreError, MANIFEST_LIMIT};
 use crate::tagcache::TagCache;
 
@@ -401,6 +403,20 @@ pub(crate) async fn fetch_all(
         tasks.spawn(async move {
             let digest = descriptor.digest().clone();
             let size = descriptor.size();
+            // Another pull of this process (an image of the same sync) fetching this
+            // blob: wait for it without taking a slot, then find the blob stored.
+            let _fetching = loop {
+                match client.claim_fetch(&digest) {
+                    Ok(mine) => break mine,
+                    Err(theirs) => {
+                        wait_for_fetch(theirs).await;
+                        if store.has(&digest) {
+                            progress.blob_present(size);
+                            return Ok((0, 0, size));
+                        }
+                    }
+                }
+            };
             let _open = client.blobs_open().acquire().await.expect("never closed");
             let opened = {
                 let (store, digest) = (store.clone(), digest.clone());

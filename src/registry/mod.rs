@@ -6,6 +6,7 @@ mod auth;
 mod blob;
 mod credentials;
 mod error;
+mod in_flight;
 mod manifest;
 mod retry;
 mod split;
@@ -23,6 +24,7 @@ pub use auth::{Credentials, Secret};
 pub use blob::{BlobOptions, OnBytes};
 pub use credentials::lookup as stored_credentials;
 pub use error::RegistryError;
+pub(crate) use in_flight::wait as wait_for_fetch;
 pub use manifest::{FetchedManifest, ManifestKind, MANIFEST_ACCEPT};
 pub use retry::RetryPolicy;
 
@@ -68,12 +70,16 @@ pub struct Client {
     /// The scheme each host was found to speak.
     schemes: Mutex<HashMap<String, &'static str>>,
     downloads: Arc<Semaphore>,
+    /// The permits of `downloads`.
+    concurrency: usize,
     /// Twice as many permits as `downloads`: a blob is opened in the store (a file, a
     /// lock and, when big, a hash thread) only once it holds one, so a pull of hundreds
     /// of blobs does not hold hundreds open while it waits to download. Twice, so blobs
     /// finishing their hash and fsync, or waiting for another image of a sync to store
     /// a layer they share, do not keep the downloads from being used.
     blobs_open: Arc<Semaphore>,
+    /// The blobs this process is fetching, so each is fetched once at a time.
+    in_flight: in_flight::InFlight,
     /// Blob body bytes received so far by this client, for judging how fast the link
     /// is as a whole (`split.rs`).
     received: std::sync::atomic::AtomicU64,
@@ -120,7 +126,9 @@ impl Client {
             insecure: config.insecure.into_iter().collect(),
             schemes: Mutex::default(),
             downloads: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            concurrency: config.concurrency.max(1),
             blobs_open: Arc::new(Semaphore::new(2 * config.concurrency.max(1))),
+            in_flight: in_flight::InFlight::default(),
             received: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -214,9 +222,23 @@ impl Client {
         &self.downloads
     }
 
+    /// How many downloads run at once (`--concurrency`).
+    pub(crate) fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
     /// The bound on blobs open for fetching at once (see `blobs_open`).
     pub(crate) fn blobs_open(&self) -> &Arc<Semaphore> {
         &self.blobs_open
+    }
+
+    /// Claims a blob for fetching; `Err` holds a fetch of it already under way in this
+    /// process, to wait for with [`wait_for_fetch`].
+    pub(crate) fn claim_fetch(
+        &self,
+        digest: &crate::store::Digest,
+    ) -> Result<in_flight::Fetching<'_>, tokio::sync::watch::Receiver<()>> {
+        self.in_flight.claim(digest)
     }
 
     /// GETs `url` on `host` for a pull of `repository`: authenticates on a 401, retries
