@@ -62,14 +62,16 @@ pub fn expectations(pin: &Pin) -> Expectations {
     }
 }
 
-/// Images pulled at once by a sync. Each image's blobs already download in parallel,
-/// within the client's one bound for the process; more images at once keep that bound
-/// busy across the round trips that start each image (manifest, config, first ranges),
-/// which over a distant link left it mostly idle between one image and the next.
-const IMAGES_AT_ONCE: usize = 4;
-
-/// Syncs every pin, up to [`IMAGES_AT_ONCE`] at a time; one image failing does not stop
-/// the others. The report lists the images in the lockfile's order.
+/// Syncs every pin, as many at a time as the client downloads at once (`--concurrency`);
+/// one image failing does not stop the others. The report lists the images in the
+/// lockfile's order.
+///
+/// Each image's blobs already download in parallel, within the client's one bound for
+/// the process; more images at once keep that bound busy across the round trips that
+/// start each image (manifest, config, first ranges), which over a distant link left it
+/// mostly idle between one image and the next. Measured through the bench's WAN proxy
+/// (+30 ms a request, 25 MB/s a connection), ten 52 MB images: 4.33 s one at a time,
+/// 1.95 s four at a time, 1.67 s all ten.
 pub async fn sync(
     client: Arc<Client>,
     store: &Store,
@@ -79,7 +81,7 @@ pub async fn sync(
 ) -> SyncReport {
     let images: Vec<SyncedImage> = stream::iter(pins)
         .map(|pin| sync_entry(client.clone(), store, pin, base, progress.clone()))
-        .buffered(IMAGES_AT_ONCE)
+        .buffered(client.concurrency())
         .collect()
         .await;
     SyncReport {
