@@ -399,3 +399,49 @@ fn sync_pulls_the_images_of_a_lockfile_at_once() {
         &log[..4.min(log.len())]
     );
 }
+
+#[test]
+fn a_shared_layer_whose_first_fetch_fails_is_fetched_by_the_other_image() {
+    let env = Env::new();
+    let entries = [support::fixtures::Entry::file(
+        "shared.bin",
+        noise(256 << 10, 7),
+        0o644,
+    )];
+    let shared = put_layer(&env.fixtures, &entries, Compression::Gzip);
+    let refs: Vec<String> = ["x", "y"]
+        .iter()
+        .map(|name| {
+            let own = put_layer(&env.fixtures, &sample_tree(name), Compression::Gzip);
+            let image = put_image(&env.fixtures, "amd64", vec![shared.clone(), own]);
+            let tag = format!("tools/{name}:1");
+            env.push(&image.descriptor, &tag);
+            env.via_proxy(&tag)
+        })
+        .collect();
+    let file = lockfile(&env, "stowage.lock");
+    lock(&env, &file, &[&refs[0], &refs[1]]);
+
+    // Only the shared layer reaches byte 100 000, and only its first GET is corrupted:
+    // the image whose pull fetched it fails; the other, waiting for that fetch, must
+    // then fetch the layer itself rather than take it for stored.
+    env.proxy.set_faults(stowage_faultproxy::Faults {
+        corrupt_blob_at: Some(100_000),
+        corruptions: 1,
+        ..Default::default()
+    });
+    env.proxy.reset_log();
+    let output = run(&env, &["sync", file.to_str().unwrap()]);
+    assert!(!output.status.success(), "one image must fail");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut statuses: Vec<&str> = report["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["status"].as_str().unwrap())
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, ["failed", "fetched"], "{report}");
+    assert_eq!(env.gets_of(shared.descriptor.digest()).len(), 2);
+    assert!(blob_present(&env.store(), shared.descriptor.digest()));
+}
