@@ -71,7 +71,7 @@ pub fn expectations(pin: &Pin) -> Expectations {
 /// start each image (manifest, config, first ranges), which over a distant link left it
 /// mostly idle between one image and the next. Measured through the bench's WAN proxy
 /// (+30 ms a request, 25 MB/s a connection), ten 52 MB images: 4.33 s one at a time,
-/// 1.95 s four at a time, 1.67 s all ten.
+/// 1.93 s four at a time, 1.72 s all ten (`benches/factored.sh`).
 pub async fn sync(
     client: Arc<Client>,
     store: &Store,

@@ -45,7 +45,10 @@ impl InFlight {
     }
 }
 
-/// Waits until the fetch `theirs` came from has ended, however it ended.
+/// Waits until the fetch `theirs` came from has ended, however it ended. A waiter that
+/// then finds nothing stored (the fetch failed, or was aborted while its commit still
+/// ran on a blocking thread) claims the blob itself; the store's ingest lock orders it
+/// after any such commit, which it then finds done.
 pub(crate) async fn wait(mut theirs: watch::Receiver<()>) {
     while theirs.changed().await.is_ok() {}
 }

@@ -75,8 +75,9 @@ pub struct Client {
     /// Twice as many permits as `downloads`: a blob is opened in the store (a file, a
     /// lock and, when big, a hash thread) only once it holds one, so a pull of hundreds
     /// of blobs does not hold hundreds open while it waits to download. Twice, so blobs
-    /// finishing their hash and fsync, or waiting for another image of a sync to store
-    /// a layer they share, do not keep the downloads from being used.
+    /// finishing their hash and fsync, or waiting on the ingest lock of another process
+    /// storing the same blob, do not keep the downloads from being used. (A blob another
+    /// pull of this process is fetching is waited for without a permit: `in_flight`.)
     blobs_open: Arc<Semaphore>,
     /// The blobs this process is fetching, so each is fetched once at a time.
     in_flight: in_flight::InFlight,
