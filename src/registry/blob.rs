@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use futures_util::stream::{FuturesUnordered, TryStreamExt};
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 
@@ -111,21 +111,20 @@ impl Client {
         Ok(committed)
     }
 
-    /// A small blob's holes, a request each, `ranges_per_blob` at a time.
+    /// A small blob's holes, a request each, `ranges_per_blob` at a time; once the
+    /// registry has shown it ignores Range, the holes not yet started are not asked for.
     async fn fetch_holes(
         &self,
         job: &Job<'_>,
         holes: Vec<Range<u64>>,
         options: &BlobOptions,
     ) -> Result<Vec<Outcome>, RegistryError> {
-        stream::iter(
-            holes
-                .into_iter()
-                .map(|hole| self.fetch_range(job, hole, true)),
-        )
-        .buffer_unordered(options.ranges_per_blob.max(1) as usize)
-        .try_collect()
-        .await
+        let queue = std::sync::Mutex::new(holes.into());
+        let ignored = AtomicBool::new(false);
+        let workers: FuturesUnordered<_> = (0..options.ranges_per_blob.max(1))
+            .map(|_| self.work_through(job, &queue, &ignored))
+            .collect();
+        workers.try_concat().await
     }
 
     /// Fetches each range `queue` hands out until it is empty (or the registry has
