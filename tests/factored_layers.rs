@@ -8,6 +8,8 @@
 mod conda_build;
 #[path = "factored_layers/harness.rs"]
 mod harness;
+#[path = "factored_layers/hostile.rs"]
+mod hostile;
 #[path = "factored_layers/packages.rs"]
 mod packages;
 

@@ -23,6 +23,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::package::is_clean;
 use crate::store::{Digest, Hasher, MediaType, Store, StoreError};
 
 /// zstd's own default level, as containerd and podman use for zstd layers.
@@ -209,7 +210,15 @@ impl LayerTarWriter {
         mode: u32,
         size: u64,
     ) -> io::Result<tar::Header> {
-        if self.last.as_deref().is_some_and(|last| last >= path) || path.is_empty() {
+        // The last line of defence for every layer stowage writes: whatever a package
+        // or a stored layer said, no entry may climb out of the image's root.
+        if !is_clean(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("refusing layer entry {path:?}: not a plain relative path"),
+            ));
+        }
+        if self.last.as_deref().is_some_and(|last| last >= path) {
             return Err(io::Error::other(format!(
                 "layer entries out of order: {path:?} after {:?}",
                 self.last.as_deref().unwrap_or("")

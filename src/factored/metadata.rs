@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::noarch::EntryPoint;
-use super::package::PackageError;
+use super::package::{normalize, PackageError};
 use super::placeholder::{FileMode, Placeholder, LEGACY_PLACEHOLDER};
 
 /// The `info/` files stowage reads; others are not kept in memory.
@@ -125,6 +125,14 @@ impl InfoFiles {
             )),
         };
         let (name, version, build) = (text("name")?, text("version")?, text("build")?);
+        for (key, value, allowed) in [
+            ("name", &name, NAME_CHARS),
+            ("version", &version, VERSION_CHARS),
+            ("build", &build, BUILD_CHARS),
+        ] {
+            check_field(key, value, allowed)
+                .map_err(|reason| PackageError::metadata(package, "info/index.json", reason))?;
+        }
         let label = format!("{name}-{version}-{build}");
         let build_number = index
             .get("build_number")
@@ -203,6 +211,33 @@ impl InfoFiles {
 
 /// conda's `NoarchType.coerce`: a boolean or yes-word means generic (old packages),
 /// `python` and `generic` are themselves, a no-word means none.
+/// The punctuation conda allows in a package name besides ASCII letters and digits
+/// (conda-build and rattler refuse anything else).
+const NAME_CHARS: &str = "_-.";
+/// ...in a version (`!` for an epoch, `+` for a local version, `*` in specs).
+const VERSION_CHARS: &str = "_.+!*";
+/// ...in a build string.
+const BUILD_CHARS: &str = "_.+";
+
+/// Checks an `index.json` field as conda validates it: ASCII letters, digits and the
+/// punctuation `allowed`, at most 255 bytes, neither `.` nor `..`. A name becomes part
+/// of a path (`conda-meta/NAME-VERSION-BUILD.json`), so this is what keeps a hostile
+/// package from naming a file outside the prefix.
+fn check_field(key: &str, value: &str, allowed: &str) -> Result<(), String> {
+    let bad = value
+        .chars()
+        .find(|c| !c.is_ascii_alphanumeric() && !allowed.contains(*c));
+    if let Some(c) = bad {
+        return Err(format!(
+            "{key} {value:?} holds {c:?}: a conda {key} is ASCII letters, digits and {allowed:?}"
+        ));
+    }
+    if value.len() > 255 || value == "." || value == ".." {
+        return Err(format!("{key} {value:?} is not a conda {key}"));
+    }
+    Ok(())
+}
+
 fn parse_noarch(value: &Value) -> Result<Option<Noarch>, String> {
     match value {
         Value::Null | Value::Bool(false) => Ok(None),
@@ -319,8 +354,14 @@ impl RawPath {
                 Some(Placeholder { placeholder, mode })
             }
         };
+        // The path is joined to the prefix: one that is absolute or climbs out with `..`
+        // (at any length; a GNU long name is no safer) would land outside it.
+        let path = normalize(&self.path).map_err(|reason| format!("{:?}: {reason}", self.path))?;
+        if path.is_empty() {
+            return Err(format!("{:?}: an empty path", self.path));
+        }
         Ok(PathEntry {
-            path: self.path,
+            path,
             path_type: self.path_type.unwrap_or_else(|| "hardlink".into()),
             placeholder,
             sha256: self.sha256,

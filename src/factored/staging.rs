@@ -13,7 +13,7 @@ use crate::store::Store;
 use super::install::{InstallError, LayerKey};
 use super::layer_tar::anonymous_file;
 use super::noarch;
-use super::package::{CondaPackage, EntryKind, PackageError, PackageFormat};
+use super::package::{is_clean, CondaPackage, EntryKind, PackageError, PackageFormat};
 use super::placeholder::Placeholder;
 
 /// Where a file's bytes are.
@@ -74,6 +74,13 @@ pub(crate) struct Plan {
 impl Plan {
     /// Adds an entry; two entries for one path are a conflict (two directories merge).
     pub fn insert(&mut self, path: String, node: Node) -> Result<(), String> {
+        // Every way into the plan (archive entries, paths.json, entry points) ends here:
+        // a path the layer would join to the prefix must stay under it.
+        if !is_clean(&path) {
+            return Err(format!(
+                "{path:?} is not a plain relative path (empty, absolute, or with `.` or `..`): it would land outside the prefix"
+            ));
+        }
         match (self.nodes.get_mut(&path), &node) {
             (None, _) => {
                 self.nodes.insert(path, node);

@@ -45,6 +45,13 @@ pub enum Item {
         path: String,
         target: String,
     },
+    /// A file whose path is written into the tar as it is (GNU long name when over 100
+    /// bytes), `..` and all: what a hostile package holds, and the tar crate's own
+    /// path setter refuses to write.
+    Raw {
+        path: String,
+        data: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +67,8 @@ pub struct Spec {
     pub entry_points: Vec<String>,
     /// Files listed in paths.json but left out of the archive (a broken package).
     pub missing: Vec<String>,
+    /// Paths listed in paths.json as `directory` entries (not in the archive).
+    pub directories: Vec<String>,
 }
 
 impl Spec {
@@ -75,6 +84,7 @@ impl Spec {
             has_prefix: None,
             entry_points: Vec::new(),
             missing: Vec::new(),
+            directories: Vec::new(),
         }
     }
 
@@ -114,6 +124,15 @@ impl Spec {
         self
     }
 
+    /// A file written into the archive under `path` as it is (see [`Item::Raw`]).
+    pub fn raw(mut self, path: &str, data: impl Into<Vec<u8>>) -> Self {
+        self.items.push(Item::Raw {
+            path: path.into(),
+            data: data.into(),
+        });
+        self
+    }
+
     pub fn label(&self) -> String {
         format!("{}-{}-{}", self.name, self.version, self.build)
     }
@@ -147,7 +166,16 @@ impl Spec {
                     entry
                 }
                 Item::Symlink { path, .. } => json!({"_path": path, "path_type": "softlink", "size_in_bytes": 0}),
+                Item::Raw { path, data } => json!({
+                    "_path": path, "path_type": "hardlink",
+                    "sha256": format!("{:x}", Sha256::digest(data)), "size_in_bytes": data.len(),
+                }),
             })
+            .chain(
+                self.directories
+                    .iter()
+                    .map(|path| json!({"_path": path, "path_type": "directory"})),
+            )
             .collect();
         if self.paths_json {
             let paths_json = json!({"paths": paths, "paths_version": 1});
@@ -174,6 +202,17 @@ impl Spec {
 
     /// Writes the package into `dir` as `<label>.conda` or `<label>.tar.bz2`.
     pub fn write(&self, dir: &Path, format: Format) -> PathBuf {
+        let extension = match format {
+            Format::TarBz2 => "tar.bz2",
+            Format::Conda => "conda",
+        };
+        let path = dir.join(format!("{}.{extension}", self.label()));
+        self.write_to(&path, format);
+        path
+    }
+
+    /// Writes the package to `path` (whatever its metadata says its name is).
+    pub fn write_to(&self, path: &Path, format: Format) {
         let info: Vec<Entry> = self
             .info_files()
             .into_iter()
@@ -189,7 +228,6 @@ impl Spec {
             .collect();
         match format {
             Format::TarBz2 => {
-                let path = dir.join(format!("{}.tar.bz2", self.label()));
                 let tar = tar_of(files.iter().chain(&info));
                 let mut out = bzip2::write::BzEncoder::new(
                     std::fs::File::create(&path).unwrap(),
@@ -197,10 +235,8 @@ impl Spec {
                 );
                 out.write_all(&tar).unwrap();
                 out.finish().unwrap();
-                path
             }
             Format::Conda => {
-                let path = dir.join(format!("{}.conda", self.label()));
                 let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
                 let stored = zip::write::SimpleFileOptions::default()
                     .compression_method(zip::CompressionMethod::Stored);
@@ -223,7 +259,6 @@ impl Spec {
                     zip.write_all(&data).unwrap();
                 }
                 zip.finish().unwrap();
-                path
             }
         }
     }
@@ -231,7 +266,7 @@ impl Spec {
 
 fn item_path(item: &Item) -> &str {
     match item {
-        Item::File { path, .. } | Item::Symlink { path, .. } => path,
+        Item::File { path, .. } | Item::Symlink { path, .. } | Item::Raw { path, .. } => path,
     }
 }
 
@@ -240,6 +275,7 @@ struct Entry {
     data: Vec<u8>,
     mode: u32,
     link: Option<String>,
+    raw: bool,
 }
 
 impl Entry {
@@ -249,6 +285,7 @@ impl Entry {
             data,
             mode,
             link: None,
+            raw: false,
         }
     }
 
@@ -262,6 +299,11 @@ impl Entry {
                 data: Vec::new(),
                 mode: 0o777,
                 link: Some(target.clone()),
+                raw: false,
+            },
+            Item::Raw { path, data } => Self {
+                raw: true,
+                ..Self::file(path, data.clone(), 0o644)
             },
         }
     }
@@ -277,6 +319,10 @@ fn tar_of<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
         header.set_gid(1000);
         header.set_username("builder").unwrap();
         header.set_mtime(1_700_000_000);
+        if entry.raw {
+            append_raw(&mut builder, &entry.path, &entry.data);
+            continue;
+        }
         match &entry.link {
             Some(target) => {
                 header.set_entry_type(tar::EntryType::Symlink);
@@ -295,4 +341,29 @@ fn tar_of<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
         }
     }
     builder.into_inner().unwrap()
+}
+
+/// Appends a regular file under `path` exactly as given: a GNU long-name entry first
+/// when it does not fit the header's 100 bytes, as GNU tar writes one.
+fn append_raw(builder: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+    let name = path.as_bytes();
+    let mut header = tar::Header::new_gnu();
+    if name.len() > 100 {
+        let mut long = tar::Header::new_gnu();
+        long.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        long.set_entry_type(tar::EntryType::GNULongName);
+        long.set_mode(0o644);
+        long.set_size(name.len() as u64 + 1);
+        long.set_cksum();
+        let mut body = name.to_vec();
+        body.push(0);
+        builder.append(&long, &body[..]).unwrap();
+    }
+    let short = &name[..name.len().min(100)];
+    header.as_gnu_mut().unwrap().name[..short.len()].copy_from_slice(short);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_size(data.len() as u64);
+    header.set_cksum();
+    builder.append(&header, data).unwrap();
 }
