@@ -105,6 +105,9 @@ pub fn assemble_image(
     run: &RunConfig,
     layers: &[AssembleLayer],
 ) -> Result<Descriptor, AssembleError> {
+    // gc waits while this is held: the layers checked here, and the config and
+    // manifest written below, stay until the ref names them.
+    let _lease = store.lease()?;
     let missing: Vec<String> = layers
         .iter()
         .filter(|l| !store.has(l.descriptor.digest()))

@@ -75,6 +75,25 @@ pub enum StoreError {
     #[error("blob {0} is not in the store")]
     BlobNotFound(Digest),
 
+    /// A ref would name an image the store does not hold whole.
+    #[error("not recording {name}: it needs blob {digest}, which the store does not hold")]
+    RefIncomplete { name: String, digest: Digest },
+
+    /// A ref name stowage refuses to record.
+    #[error("invalid image name \"{name}\": {reason}")]
+    BadRefName { name: String, reason: String },
+
+    /// A blob would not fit on the store's file system.
+    #[error(
+        "blob {digest} needs {needed} more bytes, but the file system holding the store \
+         has only {available} bytes free"
+    )]
+    NoSpace {
+        digest: Digest,
+        needed: u64,
+        available: u64,
+    },
+
     /// A JSON document in the store could not be read.
     #[error("{}: malformed {what}: {source}", path.display())]
     Json {

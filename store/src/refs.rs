@@ -46,21 +46,28 @@ impl Store {
             .map(|r| r.descriptor))
     }
 
-    /// Points `name` at `descriptor` (replacing what it named before). The blob it
-    /// points at must already be stored.
+    /// Points `name` at `descriptor` (replacing what it named before). Everything it
+    /// needs (manifests, configs, layers) must already be stored: that is checked under
+    /// the refs lock, which `gc` holds while it sweeps, so a ref is never recorded for
+    /// an image a concurrent `gc` has just taken blobs of.
     pub fn set_ref(&self, name: &str, descriptor: &Descriptor) -> Result<(), StoreError> {
-        if !self.has(descriptor.digest()) {
-            return Err(StoreError::BlobNotFound(descriptor.digest().clone()));
-        }
-        // Blobs become durable before any ref may point at them.
-        self.sync_blob_dirs()?;
+        check_ref_name(name)?;
         let mut entry = descriptor.clone();
         let mut annotations = entry.annotations().clone().unwrap_or_default();
         annotations.insert(REF_NAME_ANNOTATION.to_string(), name.to_string());
         entry.set_annotations(Some(annotations));
         // Replaced where it stands, so an unchanged ref leaves index.json as it is
         // (no rewrite, no fsync) however many refs come after it.
-        self.update_index(|manifests| {
+        let _lock = self.refs_lock()?;
+        if let Some(first) = self.missing(descriptor)?.into_iter().next() {
+            return Err(StoreError::RefIncomplete {
+                name: name.to_string(),
+                digest: first,
+            });
+        }
+        // Blobs become durable before any ref may point at them.
+        self.sync_blob_dirs()?;
+        self.update_index_locked(|manifests| {
             let mut entry = Some(entry);
             manifests.retain_mut(|d| {
                 if ref_name(d) != Some(name) {
@@ -121,6 +128,14 @@ impl Store {
 
     fn update_index(&self, change: impl FnOnce(&mut Vec<Descriptor>)) -> Result<(), StoreError> {
         let _lock = self.refs_lock()?;
+        self.update_index_locked(change)
+    }
+
+    /// [`Self::update_index`] for a caller already holding the refs lock.
+    fn update_index_locked(
+        &self,
+        change: impl FnOnce(&mut Vec<Descriptor>),
+    ) -> Result<(), StoreError> {
         let mut index = self.read_index()?;
         let mut manifests = index.manifests().clone();
         change(&mut manifests);
@@ -131,6 +146,43 @@ impl Store {
         index.set_manifests(manifests);
         let json = serde_json::to_vec_pretty(&index).expect("an index serialises");
         write_atomic(&self.layout().index(), &json)
+    }
+}
+
+/// The longest ref name stowage records: a registry host, a repository path and a
+/// digest fit with room to spare; more is a mistake or an attack (and breaks `ls`).
+pub const REF_NAME_LIMIT: usize = 1024;
+
+/// Refuses a ref name that is empty, too long, holds anything but printable ASCII
+/// without spaces, or has `..` (a ref name becomes part of paths and runtime names).
+/// Looser than the OCI `ref.name` grammar on purpose: conda mirrors' tags (`__p__`)
+/// and full references with ports and digests must pass.
+pub fn check_ref_name(name: &str) -> Result<(), StoreError> {
+    let reason = if name.is_empty() {
+        Some("it is empty".to_string())
+    } else if name.len() > REF_NAME_LIMIT {
+        Some(format!(
+            "it is {} bytes long (at most {REF_NAME_LIMIT})",
+            name.len()
+        ))
+    } else if let Some(c) = name.chars().find(|c| !c.is_ascii_graphic()) {
+        Some(format!("it holds {c:?}"))
+    } else if name.contains("..") {
+        Some("it holds `..`".to_string())
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(StoreError::BadRefName {
+            name: name
+                .chars()
+                .take(80)
+                .collect::<String>()
+                .escape_debug()
+                .to_string(),
+            reason,
+        }),
     }
 }
 
