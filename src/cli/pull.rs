@@ -14,7 +14,9 @@ use stowage::platform::Platform;
 use stowage::progress::{ProgressReporter, Silent, TerminalProgress};
 use stowage::pull::{pull as pull_image, PullOptions};
 use stowage::reference::Reference;
-use stowage::registry::{BlobOptions, Client, ClientConfig, Credentials, RetryPolicy, Secret};
+use stowage::registry::{
+    BlobOptions, Client, ClientConfig, Credentials, LowSpeed, RetryPolicy, Secret,
+};
 use stowage::store::{parse_digest, Store};
 
 use super::Output;
@@ -44,6 +46,15 @@ pub struct RegistryArgs {
     /// 200 ms and honours Retry-After, each wait at most 30 s).
     #[arg(long, default_value_t = 6)]
     retries: u32,
+    /// A blob response bringing fewer bytes a second than this for --low-speed-time
+    /// is given up on and retried (a retry that is slow too counts as a failure); 0
+    /// turns the limit off.
+    #[arg(long, value_name = "BYTES_PER_S", default_value_t = LowSpeed::default().bytes_per_second)]
+    low_speed_limit: u64,
+    /// The window --low-speed-limit is judged over, in seconds.
+    #[arg(long, value_name = "S", default_value_t = LowSpeed::default().window.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    low_speed_time: u64,
 }
 
 impl RegistryArgs {
@@ -105,6 +116,10 @@ impl RegistryArgs {
             ca_certs: self.ca_cert.clone(),
             credentials,
             concurrency: self.concurrency,
+            low_speed: LowSpeed {
+                bytes_per_second: self.low_speed_limit,
+                window: std::time::Duration::from_secs(self.low_speed_time),
+            },
             retry: RetryPolicy {
                 attempts: self.retries.max(1),
                 ..RetryPolicy::default()

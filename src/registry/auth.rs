@@ -12,6 +12,7 @@ use http_auth::ChallengeRef;
 use reqwest::header::AUTHORIZATION;
 use serde::Deserialize;
 
+use super::body::{read_limited, BodyError};
 use super::error::RegistryError;
 
 /// A password or token; its `Debug` never shows it.
@@ -61,6 +62,10 @@ struct Token {
     header: String,
     expires: Instant,
 }
+
+/// The largest token-service answer read: real tokens are a few KiB; a service that
+/// sends more is broken or hostile (300 MB once cost 1.15 GB of memory).
+const TOKEN_LIMIT: u64 = 256 << 10;
 
 /// How long a basic Authorization header that a registry asked for is sent up front
 /// (a process lives shorter than this; a refusal is answered again on its 401).
@@ -225,6 +230,10 @@ async fn fetch_token(
     };
     let realm =
         param(challenge, "realm").ok_or_else(|| fail("bearer challenge without a realm".into()))?;
+    let registry_url = client.base_url(registry).await;
+    if let Some(detail) = foreign_plain_realm(&registry_url, &realm) {
+        return Err(fail(detail));
+    }
     let http = client.http_for(&realm)?;
     let mut query = vec![("scope", scope.to_string())];
     if let Some(service) = param(challenge, "service") {
@@ -259,10 +268,21 @@ async fn fetch_token(
             status.as_u16()
         )));
     }
-    let body: TokenResponse = response.json().await.map_err(|e| {
+    let mut response = response;
+    let bytes = read_limited(&mut response, TOKEN_LIMIT)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooBig => fail(format!(
+                "the token service {realm} sent more than {TOKEN_LIMIT} bytes; no token is that long"
+            )),
+            BodyError::Http(e) => fail(format!(
+                "reading the answer of the token service {realm}: {}",
+                e.without_url()
+            )),
+        })?;
+    let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| {
         fail(format!(
-            "unreadable answer from the token service {realm}: {}",
-            e.without_url()
+            "unreadable answer from the token service {realm}: {e}"
         ))
     })?;
     let token = body
@@ -278,9 +298,46 @@ async fn fetch_token(
     })
 }
 
+/// Why a token request to `realm` is refused for a registry reached at `registry_url`:
+/// a realm on another host over plain HTTP, when the registry itself speaks HTTPS,
+/// would carry credentials (and the token) in the clear to a host the registry's own
+/// certificate does not vouch for. Docker sends them; we do not. A registry reached
+/// over plain HTTP (loopback, `--insecure-registry`) may name a plain-HTTP realm.
+fn foreign_plain_realm(registry_url: &str, realm: &str) -> Option<String> {
+    let realm_url = reqwest::Url::parse(realm).ok()?;
+    let registry_url = reqwest::Url::parse(registry_url).ok()?;
+    let plain = realm_url.scheme() != "https";
+    let foreign = realm_url.host_str() != registry_url.host_str();
+    (plain && foreign && registry_url.scheme() == "https").then(|| {
+        format!(
+            "the registry speaks HTTPS but sends token requests to {realm}, plain HTTP on \
+             another host; refusing to send credentials or ask for a token there"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Credentials, Secret};
+    use super::{foreign_plain_realm, Credentials, Secret};
+
+    #[test]
+    fn a_plain_http_realm_on_another_host_is_refused_only_for_an_https_registry() {
+        let refused = foreign_plain_realm("https://registry.example", "http://auth.example/token");
+        assert!(refused.is_some_and(|r| r.contains("http://auth.example/token")));
+        for (registry, realm) in [
+            ("https://registry.example", "https://auth.example/token"),
+            (
+                "https://registry.example",
+                "http://registry.example:5001/token",
+            ),
+            ("http://127.0.0.1:5000", "http://127.0.0.2:5001/token"),
+        ] {
+            assert!(
+                foreign_plain_realm(registry, realm).is_none(),
+                "{registry} {realm}"
+            );
+        }
+    }
 
     #[test]
     fn basic_header_is_one_scheme_then_base64_of_user_colon_password() {

@@ -13,6 +13,7 @@ use futures_util::stream::{FuturesUnordered, TryStreamExt};
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 
+use super::low_speed::SpeedWindow;
 use super::{Client, RegistryError};
 use crate::reference::Reference;
 use crate::store::{Committed, Descriptor, Ingest};
@@ -73,6 +74,8 @@ pub(super) enum Outcome {
     Cut(u64),
     /// The registry answered a Range request with the whole blob.
     RangeIgnored,
+    /// The response ran below the low-speed limit; this many bytes of it arrived.
+    TooSlow(u64),
 }
 
 impl Client {
@@ -181,6 +184,24 @@ impl Client {
                         start = 0;
                     }
                 }
+                Outcome::TooSlow(got) => {
+                    // Slow bytes still count, but not as progress: a registry that
+                    // drips runs out of attempts however much it drips.
+                    failures += 1;
+                    start += if ranged { got } else { 0 };
+                    if failures >= self.retry.attempts {
+                        let limit = self.low_speed;
+                        return Err(RegistryError::BadBlob {
+                            digest: descriptor.digest().clone(),
+                            detail: format!(
+                                "{failures} responses in a row ran below the low-speed limit \
+                                 of {} bytes/s over {} s (at byte {start}; see --low-speed-limit)",
+                                limit.bytes_per_second,
+                                limit.window.as_secs()
+                            ),
+                        });
+                    }
+                }
                 Outcome::Cut(_) => {
                     failures += 1;
                     if failures >= self.retry.attempts {
@@ -269,14 +290,17 @@ impl Client {
         let mut pos = if ranged { want.start } else { 0 };
         let body_start = pos;
         let end = if ranged { want.end } else { size };
+        let mut speed = SpeedWindow::new(self.low_speed);
         loop {
-            let chunk = match response.chunk().await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(e) => {
+            let chunk = match tokio::time::timeout_at(speed.deadline(), response.chunk()).await {
+                Ok(Ok(Some(chunk))) => chunk,
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
                     tracing::debug!(%digest, at = pos, "stream cut: {e}");
                     return Ok(Outcome::Cut(pos - body_start));
                 }
+                // The window ended with nothing arriving: judged below like any chunk.
+                Err(_) => bytes::Bytes::new(),
             };
             let chunk_end = pos + chunk.len() as u64;
             self.count_received(chunk.len() as u64);
@@ -305,6 +329,10 @@ impl Client {
                 }
             }
             pos = chunk_end;
+            if let Err(bytes) = speed.arrived(chunk.len() as u64) {
+                tracing::debug!(%digest, at = pos, bytes, "a window below the low-speed limit");
+                return Ok(Outcome::TooSlow(pos - body_start));
+            }
         }
         if pos < end {
             return Ok(Outcome::Cut(pos - body_start));

@@ -4,6 +4,7 @@
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 
+use super::body::{read_limited, BodyError};
 use super::{Client, RegistryError};
 use crate::reference::Reference;
 use crate::store::{parse_digest, Digest, Hasher, MANIFEST_LIMIT};
@@ -72,9 +73,10 @@ impl FetchedManifest {
                 .map(ManifestKind::Index)
                 .map_err(|e| bad(format!("malformed index: {e}")))
         } else if IMAGE_TYPES.contains(&media_type) {
-            serde_json::from_slice(&self.bytes)
-                .map(ManifestKind::Image)
-                .map_err(|e| bad(format!("malformed manifest: {e}")))
+            let manifest: ImageManifest = serde_json::from_slice(&self.bytes)
+                .map_err(|e| bad(format!("malformed manifest: {e}")))?;
+            check_sizes(&manifest).map_err(bad)?;
+            Ok(ManifestKind::Image(manifest))
         } else if media_type.contains("manifest.v1") {
             Err(bad("Docker schema 1 manifests are not supported (re-push the image with a current tool)".into()))
         } else {
@@ -100,16 +102,6 @@ impl Client {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
         let mut response = self.get(host, &reference.repository, &url, headers).await?;
-        let too_big = || RegistryError::BadManifest {
-            reference: reference.to_string(),
-            detail: format!("larger than the {MANIFEST_LIMIT}-byte limit"),
-        };
-        if response
-            .content_length()
-            .is_some_and(|n| n > MANIFEST_LIMIT)
-        {
-            return Err(too_big());
-        }
         let header_type = response
             .headers()
             .get(CONTENT_TYPE)
@@ -120,21 +112,19 @@ impl Client {
             Some(digest) => Hasher::new(digest)?,
             None => Hasher::sha256(),
         };
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        let bytes = read_limited(&mut response, MANIFEST_LIMIT)
             .await
-            .map_err(|source| RegistryError::Http {
-                url: url.clone(),
-                source: source.without_url(),
-            })?
-        {
-            if (bytes.len() + chunk.len()) as u64 > MANIFEST_LIMIT {
-                return Err(too_big());
-            }
-            hasher.update(&chunk);
-            bytes.extend_from_slice(&chunk);
-        }
+            .map_err(|e| match e {
+                BodyError::TooBig => RegistryError::BadManifest {
+                    reference: reference.to_string(),
+                    detail: format!("larger than the {MANIFEST_LIMIT}-byte limit"),
+                },
+                BodyError::Http(source) => RegistryError::Http {
+                    url: url.clone(),
+                    source: source.without_url(),
+                },
+            })?;
+        hasher.update(&bytes);
         let digest = hasher.finish();
         if let Some(expected) = pinned {
             if expected != digest {
@@ -161,6 +151,35 @@ impl Client {
 }
 
 /// The media type a manifest names itself, or the one its shape implies.
+/// The OCI descriptor's `size` is an int64: a larger one is no size at all, and a
+/// manifest whose blobs together pass it could never be stored. Refused here, before
+/// anything plans, counts or allocates by them.
+fn check_sizes(manifest: &ImageManifest) -> Result<(), String> {
+    let mut total: u64 = 0;
+    let blobs = std::iter::once(("config".to_string(), manifest.config())).chain(
+        manifest
+            .layers()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("layer {i}"), l)),
+    );
+    for (what, descriptor) in blobs {
+        let size = descriptor.size();
+        total = total
+            .checked_add(size)
+            .filter(|t| *t <= i64::MAX as u64)
+            .ok_or_else(|| {
+                format!(
+                    "{what} ({}) declares {size} bytes: past the largest size a descriptor may \
+                     have ({}), alone or with the blobs before it",
+                    descriptor.digest(),
+                    i64::MAX
+                )
+            })?;
+    }
+    Ok(())
+}
+
 fn sniff_media_type(bytes: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Shape {

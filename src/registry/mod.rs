@@ -4,9 +4,11 @@
 
 mod auth;
 mod blob;
+mod body;
 mod credentials;
 mod error;
 mod in_flight;
+mod low_speed;
 mod manifest;
 mod retry;
 mod split;
@@ -25,6 +27,7 @@ pub use blob::{BlobOptions, OnBytes};
 pub use credentials::lookup as stored_credentials;
 pub use error::RegistryError;
 pub(crate) use in_flight::wait as wait_for_fetch;
+pub use low_speed::LowSpeed;
 pub use manifest::{FetchedManifest, ManifestKind, MANIFEST_ACCEPT};
 pub use retry::RetryPolicy;
 
@@ -41,6 +44,8 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// Blob downloads in flight at once, across the whole process.
     pub concurrency: usize,
+    /// Blob responses slower than this are given up on (and retried).
+    pub low_speed: LowSpeed,
 }
 
 impl Default for ClientConfig {
@@ -51,6 +56,7 @@ impl Default for ClientConfig {
             credentials: HashMap::new(),
             retry: RetryPolicy::default(),
             concurrency: 16,
+            low_speed: LowSpeed::default(),
         }
     }
 }
@@ -66,6 +72,7 @@ pub struct Client {
     ca_certs: Vec<reqwest::Certificate>,
     auth: auth::Auth,
     retry: RetryPolicy,
+    low_speed: LowSpeed,
     insecure: HashSet<String>,
     /// The scheme each host was found to speak.
     schemes: Mutex<HashMap<String, &'static str>>,
@@ -124,6 +131,7 @@ impl Client {
             ca_certs,
             auth: auth::Auth::new(config.credentials),
             retry: config.retry,
+            low_speed: config.low_speed,
             insecure: config.insecure.into_iter().collect(),
             schemes: Mutex::default(),
             downloads: Arc::new(Semaphore::new(config.concurrency.max(1))),

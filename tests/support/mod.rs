@@ -6,6 +6,7 @@ pub mod archive_check;
 pub mod auth_client;
 pub mod base_images;
 pub mod fixtures;
+pub mod hostile;
 pub mod http_head;
 pub mod jwt;
 pub mod pulling;
