@@ -7,7 +7,7 @@
 //!
 //! A partial ingest survives a crash: sequential data is resumed from the file's
 //! length, positional data from the ranges recorded in a sidecar: ranges synced to disk
-//! (trusted after any crash) and, noted every 100 ms without a sync, ranges written
+//! (trusted after any crash) and, noted every 25 ms without a sync, ranges written
 //! during this boot (trusted only until the machine restarts: a killed process leaves
 //! its bytes in the page cache, a power cut may not). Either way the prefix is
 //! re-hashed from disk, so a wrong note costs a fetch, never a wrong blob.
@@ -48,7 +48,7 @@ const RECORD_AT_LEAST: u64 = 8 << 20;
 /// A kill then costs at most this long's worth of bytes, not an eighth of the blob
 /// (30 kills on a 2 MB/s link once cost 2.36x the image), and a note is one small
 /// file renamed, no sync: a fast download is over before it pays for more than one.
-const NOTE_INTERVAL: Duration = Duration::from_millis(100);
+const NOTE_INTERVAL: Duration = Duration::from_millis(25);
 
 /// Writeback of what was written is started every this many new bytes, wherever they
 /// landed, so neither the syncs that record ranges nor the fsync at commit find much
