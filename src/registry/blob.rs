@@ -108,10 +108,16 @@ impl Client {
             self.fetch_range(&job, 0..size, false).await?;
         }
         let ingest = Arc::into_inner(ingest).expect("every range task has finished");
-        let committed = tokio::task::spawn_blocking(move || ingest.commit())
-            .await
-            .expect("commit does not panic")?;
-        Ok(committed)
+        match tokio::task::spawn_blocking(move || ingest.commit()).await {
+            Ok(committed) => Ok(committed?),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down (another blob failed the pull): the partial
+            // stays on disk for the next pull to resume.
+            Err(_) => Err(RegistryError::BadBlob {
+                digest: descriptor.digest().clone(),
+                detail: "not committed: the pull stopped".into(),
+            }),
+        }
     }
 
     /// A small blob's holes, a request each, `ranges_per_blob` at a time; once the

@@ -181,7 +181,7 @@ impl Ingest {
         // byte is fetched (a registry serving fast would fill the disk; one serving
         // slowly must not make the range planner size itself by the claim).
         let needed = size - written.len();
-        let available = available_space(&layout.ingest_dir()).unwrap_or(u64::MAX);
+        let available = crate::free_space(&layout.ingest_dir()).unwrap_or(u64::MAX);
         if needed > available {
             if written.is_empty() {
                 drop(file);
@@ -297,7 +297,7 @@ impl Ingest {
         // ranges of one blob the pull path fetches are polled by one task: they wait.)
         let unrecorded = state.written.len() - state.recorded;
         let idle = state.positional && !state.recording && unrecorded > 0;
-        let sync = idle && unrecorded >= self.record_every;
+        let sync = idle && state.written.len() - state.durable.len() >= self.record_every;
         let note = idle && !sync && state.noted_at.elapsed() >= NOTE_INTERVAL;
         let snapshot = (sync || note).then(|| {
             state.recording = true;
@@ -504,13 +504,6 @@ impl Drop for Ingest {
             }
         }
     }
-}
-
-/// Bytes an unprivileged writer may still put on the file system holding `dir`;
-/// `None` when the file system does not say.
-fn available_space(dir: &Path) -> Option<u64> {
-    let stat = rustix::fs::statvfs(dir).ok()?;
-    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// Asks the kernel to start writing the file's dirty pages to disk now, without waiting

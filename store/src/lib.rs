@@ -215,6 +215,12 @@ impl Store {
         Ok(())
     }
 
+    /// Bytes an unprivileged writer may still put on the file system holding the
+    /// store; `None` when the file system does not say.
+    pub fn free_space(&self) -> Option<u64> {
+        free_space(self.root())
+    }
+
     /// A file for stowage's own rebuildable state (caches), under `stowage/`.
     pub fn state_file(&self, name: &str) -> PathBuf {
         self.layout.state_dir().join(name)
@@ -223,6 +229,12 @@ impl Store {
     pub(crate) fn layout(&self) -> &Layout {
         &self.layout
     }
+}
+
+/// Free bytes for an unprivileged writer on the file system holding `path`.
+pub(crate) fn free_space(path: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(path).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 fn is_layout_entry(name: &str) -> bool {
