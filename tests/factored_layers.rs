@@ -12,6 +12,8 @@ mod harness;
 mod hostile;
 #[path = "factored_layers/packages.rs"]
 mod packages;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
 
 use conda_build::{long_placeholder, Format, LEGACY};
 use harness::{get, read_layer, text, Env};

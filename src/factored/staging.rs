@@ -238,6 +238,15 @@ pub(crate) fn stage(
     let mut plan = Plan::default();
     let mut spooled = Spooled::new();
     let mut seen = HashSet::new();
+    // What paths.json says each file holds: conda checks it, and so a compressed
+    // bomb whose tar header claims gigabytes is refused before a byte is spooled.
+    let declared: HashMap<&str, u64> = meta
+        .paths
+        .iter()
+        .filter_map(|p| Some((p.path.as_str(), p.size_in_bytes?)))
+        .collect();
+    // And nothing is spooled past what the store's disk can take.
+    let mut room = store.free_space().unwrap_or(u64::MAX);
     let whole_archive = package.format() == PackageFormat::TarBz2;
     package.read_entries(|entry| -> Result<(), InstallError> {
         let source = entry.path;
@@ -260,6 +269,26 @@ pub(crate) fn stage(
             EntryKind::Directory => Node::Dir { listed: false },
             EntryKind::Symlink(target) => Node::Symlink { target, origin },
             EntryKind::File => {
+                if let Some(&size) = declared.get(source.as_str()) {
+                    if size != entry.size {
+                        return Err(conflict(
+                            &source,
+                            format!(
+                                "the archive holds {} bytes, info/paths.json says {size}",
+                                entry.size
+                            ),
+                        ));
+                    }
+                }
+                room = room.checked_sub(entry.size).ok_or_else(|| {
+                    conflict(
+                        &source,
+                        format!(
+                            "{} bytes do not fit in the {room} bytes free where the store is",
+                            entry.size
+                        ),
+                    )
+                })?;
                 let content =
                     spool
                         .append(entry.reader, entry.size)

@@ -51,6 +51,7 @@ pub enum Item {
     Raw {
         path: String,
         data: Vec<u8>,
+        kind: tar::EntryType,
     },
 }
 
@@ -69,6 +70,8 @@ pub struct Spec {
     pub missing: Vec<String>,
     /// Paths listed in paths.json as `directory` entries (not in the archive).
     pub directories: Vec<String>,
+    /// Sizes paths.json states for these files instead of their own (a lie).
+    pub stated_sizes: Vec<(String, usize)>,
 }
 
 impl Spec {
@@ -85,6 +88,7 @@ impl Spec {
             entry_points: Vec::new(),
             missing: Vec::new(),
             directories: Vec::new(),
+            stated_sizes: Vec::new(),
         }
     }
 
@@ -125,10 +129,16 @@ impl Spec {
     }
 
     /// A file written into the archive under `path` as it is (see [`Item::Raw`]).
-    pub fn raw(mut self, path: &str, data: impl Into<Vec<u8>>) -> Self {
+    pub fn raw(self, path: &str, data: impl Into<Vec<u8>>) -> Self {
+        self.raw_entry(path, data, tar::EntryType::Regular)
+    }
+
+    /// An entry of any `kind` (a device file, say), written as [`Spec::raw`] does.
+    pub fn raw_entry(mut self, path: &str, data: impl Into<Vec<u8>>, kind: tar::EntryType) -> Self {
         self.items.push(Item::Raw {
             path: path.into(),
             data: data.into(),
+            kind,
         });
         self
     }
@@ -154,10 +164,20 @@ impl Spec {
             .items
             .iter()
             .map(|item| match item {
-                Item::File { path, data, placeholder, .. } => {
+                Item::File {
+                    path,
+                    data,
+                    placeholder,
+                    ..
+                } => {
+                    let size = self
+                        .stated_sizes
+                        .iter()
+                        .find(|(p, _)| p == path)
+                        .map_or(data.len(), |(_, size)| *size);
                     let mut entry = json!({
                         "_path": path, "path_type": "hardlink",
-                        "sha256": format!("{:x}", Sha256::digest(data)), "size_in_bytes": data.len(),
+                        "sha256": format!("{:x}", Sha256::digest(data)), "size_in_bytes": size,
                     });
                     if let Some((placeholder, mode)) = placeholder {
                         entry["prefix_placeholder"] = placeholder.clone().into();
@@ -165,8 +185,10 @@ impl Spec {
                     }
                     entry
                 }
-                Item::Symlink { path, .. } => json!({"_path": path, "path_type": "softlink", "size_in_bytes": 0}),
-                Item::Raw { path, data } => json!({
+                Item::Symlink { path, .. } => {
+                    json!({"_path": path, "path_type": "softlink", "size_in_bytes": 0})
+                }
+                Item::Raw { path, data, .. } => json!({
                     "_path": path, "path_type": "hardlink",
                     "sha256": format!("{:x}", Sha256::digest(data)), "size_in_bytes": data.len(),
                 }),
@@ -275,7 +297,8 @@ struct Entry {
     data: Vec<u8>,
     mode: u32,
     link: Option<String>,
-    raw: bool,
+    /// Written as it is, with this entry type (see [`Item::Raw`]).
+    raw: Option<tar::EntryType>,
 }
 
 impl Entry {
@@ -285,7 +308,7 @@ impl Entry {
             data,
             mode,
             link: None,
-            raw: false,
+            raw: None,
         }
     }
 
@@ -299,10 +322,10 @@ impl Entry {
                 data: Vec::new(),
                 mode: 0o777,
                 link: Some(target.clone()),
-                raw: false,
+                raw: None,
             },
-            Item::Raw { path, data } => Self {
-                raw: true,
+            Item::Raw { path, data, kind } => Self {
+                raw: Some(*kind),
                 ..Self::file(path, data.clone(), 0o644)
             },
         }
@@ -319,8 +342,8 @@ fn tar_of<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
         header.set_gid(1000);
         header.set_username("builder").unwrap();
         header.set_mtime(1_700_000_000);
-        if entry.raw {
-            append_raw(&mut builder, &entry.path, &entry.data);
+        if let Some(kind) = entry.raw {
+            append_raw(&mut builder, &entry.path, &entry.data, kind);
             continue;
         }
         match &entry.link {
@@ -343,9 +366,9 @@ fn tar_of<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
     builder.into_inner().unwrap()
 }
 
-/// Appends a regular file under `path` exactly as given: a GNU long-name entry first
+/// Appends an entry of `kind` under `path` exactly as given: a GNU long-name entry first
 /// when it does not fit the header's 100 bytes, as GNU tar writes one.
-fn append_raw(builder: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+fn append_raw(builder: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], kind: tar::EntryType) {
     let name = path.as_bytes();
     let mut header = tar::Header::new_gnu();
     if name.len() > 100 {
@@ -361,7 +384,7 @@ fn append_raw(builder: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
     }
     let short = &name[..name.len().min(100)];
     header.as_gnu_mut().unwrap().name[..short.len()].copy_from_slice(short);
-    header.set_entry_type(tar::EntryType::Regular);
+    header.set_entry_type(kind);
     header.set_mode(0o644);
     header.set_size(data.len() as u64);
     header.set_cksum();

@@ -106,3 +106,58 @@ fn a_name_version_or_build_conda_would_refuse_is_refused() {
     env.install(&package, "/opt/conda", None, LayerCompression::Zstd)
         .unwrap();
 }
+
+#[test]
+fn device_files_and_other_entry_types_are_refused() {
+    let env = Env::new();
+    for kind in [
+        tar::EntryType::Char,
+        tar::EntryType::Block,
+        tar::EntryType::Fifo,
+    ] {
+        let spec = tool().raw_entry("dev/owned", "", kind);
+        let err = refused(&env, &spec, Format::TarBz2);
+        assert!(
+            err.contains("dev/owned") && err.contains("unsupported entry type"),
+            "{kind:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_file_larger_than_paths_json_says_is_refused_before_it_is_spooled() {
+    let env = Env::new();
+    let mut spec = tool().file("share/bomb", vec![0u8; 8 << 20], 0o644);
+    spec.stated_sizes.push(("share/bomb".into(), 1024));
+    for format in [Format::Conda, Format::TarBz2] {
+        let err = refused(&env, &spec, format);
+        assert!(
+            err.contains("share/bomb")
+                && err.contains("8388608 bytes")
+                && err.contains("says 1024"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_bzip2_bomb_is_refused_once_it_passes_the_room_the_store_has() {
+    let env = Env::new();
+    // 64 MiB of zeros, truthfully declared, compress to a few hundred bytes.
+    let spec = tool().file("share/zeros", vec![0u8; 64 << 20], 0o644);
+    let path = spec.write(&env.root.join("pkgs"), Format::TarBz2);
+    assert!(std::fs::metadata(&path).unwrap().len() < 1 << 20);
+    let small = super::tmpfs::Tmpfs::mount(&env.root.join("small"), 16);
+    let store = stowage::store::Store::open(env.root.join("small/store")).unwrap();
+    let package = CondaPackage::open(&path).unwrap();
+    let options = stowage::factored::install::LayerOptions {
+        prefix: stowage::factored::install::Prefix::new("/opt/conda").unwrap(),
+        python: None,
+        compression: LayerCompression::Zstd,
+    };
+    let err = stowage::factored::install::install_package(&store, &package, &options)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("share/zeros") && err.contains("free"), "{err}");
+    drop(small);
+}

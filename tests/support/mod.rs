@@ -14,5 +14,6 @@ pub mod push;
 pub mod registry;
 pub mod serving;
 pub mod tls;
+pub mod tmpfs;
 pub mod token_issuer;
 pub mod workspace;
