@@ -5,6 +5,9 @@
 
 mod support;
 
+#[path = "pull_hostile/cases.rs"]
+mod cases;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -249,4 +252,77 @@ fn credentials_never_go_in_the_clear_to_a_token_realm_on_another_host() {
     );
     assert!(!stderr.contains(&password), "{stderr}");
     assert!(issuer.requests().is_empty(), "{:#?}", issuer.requests());
+}
+
+#[test]
+fn every_lie_of_the_table_gets_a_clear_error_and_leaves_the_store_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    for (n, case) in cases::cases().into_iter().enumerate() {
+        let image = cases::Image::new();
+        let (name, says) = (case.name, case.says);
+        let registry = Hostile::start(move |head| {
+            if let cases::Lie::Challenge(challenge) = &case.lie {
+                return Reply::json(401, &json!({"errors": []}))
+                    .with_header("WWW-Authenticate", challenge);
+            }
+            if head.path.ends_with("/manifests/1") {
+                if let cases::Lie::Manifest(lie) = &case.lie {
+                    return lie(&image);
+                }
+                return Reply::json(200, &image.manifest)
+                    .with_header("Content-Type", "application/vnd.oci.image.manifest.v1+json");
+            }
+            if head.path.ends_with(&image.config_digest) {
+                return Reply {
+                    status: 200,
+                    headers: vec![],
+                    body: Body::Bytes(image.config.clone()),
+                };
+            }
+            if head.path.ends_with(&image.layer_digest) {
+                if let cases::Lie::Layer(lie) = &case.lie {
+                    return lie(&image, &head.path);
+                }
+                return Reply {
+                    status: 200,
+                    headers: vec![],
+                    body: Body::Bytes(cases::LAYER.to_vec()),
+                };
+            }
+            Reply::json(200, &json!({}))
+        });
+        let store = dir.path().join(format!("store-{n}"));
+        let reference = format!("{}/repo:1", registry.addr());
+        let args = [
+            "pull",
+            &reference,
+            "--retries",
+            "2",
+            "--low-speed-time",
+            "2",
+        ];
+        let output = bounded(&store, &args, "", Duration::from_secs(30));
+        assert_eq!(output.status.code(), Some(1), "{name}: {output:?}");
+        let stderr = failed_with(&output);
+        for words in says {
+            assert!(stderr.contains(words), "{name}: {words:?} not in {stderr}");
+        }
+        assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
+        // A short blob's partial is kept for a resume (gc collects it once idle);
+        // nothing else is left, and nothing is visible.
+        assert!(partial_bytes(&store) <= cases::LAYER.len() as u64, "{name}");
+        let index = std::fs::read_to_string(store.join("index.json")).unwrap_or_default();
+        assert!(!index.contains("repo:1"), "{name}: {index}");
+        let verify = Command::new(BIN)
+            .arg("--store")
+            .arg(&store)
+            .arg("verify")
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&verify.stderr)
+        );
+    }
 }

@@ -12,7 +12,7 @@ use http_auth::ChallengeRef;
 use reqwest::header::AUTHORIZATION;
 use serde::Deserialize;
 
-use super::body::{read_limited, BodyError};
+use super::body::read_limited;
 use super::error::RegistryError;
 
 /// A password or token; its `Debug` never shows it.
@@ -269,16 +269,12 @@ async fn fetch_token(
         )));
     }
     let mut response = response;
-    let bytes = read_limited(&mut response, TOKEN_LIMIT)
+    let low_speed = client.low_speed();
+    let bytes = read_limited(&mut response, TOKEN_LIMIT, low_speed)
         .await
-        .map_err(|e| match e {
-            BodyError::TooBig => fail(format!(
-                "the token service {realm} sent more than {TOKEN_LIMIT} bytes; no token is that long"
-            )),
-            BodyError::Http(e) => fail(format!(
-                "reading the answer of the token service {realm}: {}",
-                e.without_url()
-            )),
+        .map_err(|e| {
+            let what = format!("the answer of the token service {realm}");
+            fail(e.describe(&what, TOKEN_LIMIT, low_speed))
         })?;
     let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| {
         fail(format!(

@@ -112,16 +112,16 @@ impl Client {
             Some(digest) => Hasher::new(digest)?,
             None => Hasher::sha256(),
         };
-        let bytes = read_limited(&mut response, MANIFEST_LIMIT)
+        let bytes = read_limited(&mut response, MANIFEST_LIMIT, self.low_speed)
             .await
             .map_err(|e| match e {
-                BodyError::TooBig => RegistryError::BadManifest {
-                    reference: reference.to_string(),
-                    detail: format!("larger than the {MANIFEST_LIMIT}-byte limit"),
-                },
                 BodyError::Http(source) => RegistryError::Http {
                     url: url.clone(),
                     source: source.without_url(),
+                },
+                other => RegistryError::BadManifest {
+                    reference: reference.to_string(),
+                    detail: other.describe("the manifest", MANIFEST_LIMIT, self.low_speed),
                 },
             })?;
         hasher.update(&bytes);

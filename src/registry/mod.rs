@@ -215,6 +215,11 @@ impl Client {
         }
     }
 
+    /// The low-speed limit responses are held to.
+    pub(crate) fn low_speed(&self) -> LowSpeed {
+        self.low_speed
+    }
+
     /// Counts blob body bytes received.
     pub(crate) fn count_received(&self, bytes: u64) {
         self.received
