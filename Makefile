@@ -6,7 +6,7 @@ CARGO ?= cargo
 APT_PACKAGES := docker-registry skopeo umoci podman runc busybox-static apache2-utils curl ca-certificates bc jq python3.11-minimal
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup build test bench demo lint
+.PHONY: setup build test soak bench demo lint
 
 setup:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -24,6 +24,12 @@ build:
 
 test: setup
 	$(CARGO) test --workspace --no-fail-fast
+
+# The reliability suites' long variants: more SIGKILL rounds than `make test` runs.
+SOAK_ROUNDS ?= 300
+soak: setup
+	STOWAGE_CHAOS_ROUNDS=$(SOAK_ROUNDS) $(CARGO) test --test pull_chaos -- --nocapture
+	$(CARGO) test --test store_concurrency --test pull_disk_full --test pull_hostile -- --nocapture
 
 bench: setup build
 	bash benches/run.sh
