@@ -8,9 +8,16 @@ STOWAGE=${STOWAGE:-target/release/stowage}
 STORE=${STORE:-demo-store}
 work=$(mktemp -d)
 registry_pid=""
+# Keeps the script's own exit status: the registry killed here exits with 143, and
+# that must not become the demo's status (a newcomer's first command must say 0).
 cleanup() {
-  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+  local status=$?
+  if [ -n "$registry_pid" ]; then
+    kill "$registry_pid" 2>/dev/null || true
+    wait "$registry_pid" 2>/dev/null || true
+  fi
   rm -rf "$work"
+  exit "$status"
 }
 trap cleanup EXIT
 
