@@ -56,9 +56,10 @@ impl Store {
         let mut annotations = entry.annotations().clone().unwrap_or_default();
         annotations.insert(REF_NAME_ANNOTATION.to_string(), name.to_string());
         entry.set_annotations(Some(annotations));
-        // Replaced where it stands, so an unchanged ref leaves index.json as it is
-        // (no rewrite, no fsync) however many refs come after it.
         let _lock = self.refs_lock()?;
+        if !self.has(descriptor.digest()) {
+            return Err(StoreError::BlobNotFound(descriptor.digest().clone()));
+        }
         if let Some(first) = self.missing(descriptor)?.into_iter().next() {
             return Err(StoreError::RefIncomplete {
                 name: name.to_string(),
@@ -67,6 +68,8 @@ impl Store {
         }
         // Blobs become durable before any ref may point at them.
         self.sync_blob_dirs()?;
+        // Replaced where it stands, so an unchanged ref leaves index.json as it is
+        // (no rewrite, no fsync) however many refs come after it.
         self.update_index_locked(|manifests| {
             let mut entry = Some(entry);
             manifests.retain_mut(|d| {
