@@ -38,6 +38,10 @@ use tokio::task::JoinSet;
 use crate::store::{Store, StoreError};
 use catalog::CatalogCache;
 
+/// The most an HTTP/1 connection buffers to write (and the largest request head it
+/// reads): about one blob chunk beyond it is queued before hyper waits for the socket.
+const MAX_BUF: usize = 64 * 1024;
+
 /// How a server behaves; [`ServeOptions::default`] is what `stowage serve` uses.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -138,7 +142,7 @@ pub async fn serve_with(
     }
     let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
     tracing::info!("serving {} on http://{addr}", state.store.root().display());
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = builder();
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -179,6 +183,14 @@ pub async fn serve_with(
     }
     tracing::info!("stopped serving on http://{addr}");
     Ok(())
+}
+
+/// The connection builder: HTTP/1.1 with a small write buffer, or HTTP/2 with prior
+/// knowledge.
+fn builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(MAX_BUF);
+    builder
 }
 
 /// One connection (HTTP/1.1, or HTTP/2 with prior knowledge), shut down gracefully
