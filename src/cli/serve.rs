@@ -1,6 +1,7 @@
 //! `stowage serve`: the store as a read-only registry until SIGINT or SIGTERM.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -21,6 +22,14 @@ pub struct ServeArgs {
     /// longer match their digest (costs CPU; clients check digests themselves).
     #[arg(long)]
     verify_blobs: bool,
+    /// Seconds a client has to send a request head after connecting or after its
+    /// previous response; an HTTP/1 connection idle between requests is closed then too.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
+    /// Seconds a connection may move no byte either way (a client that stopped
+    /// reading, an idle HTTP/2 connection) before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
 }
 
 /// Prints `serving <store> on http://ADDR` (or, with `--json`, `{"store","addr","url"}`)
@@ -51,6 +60,8 @@ pub fn serve(store: &Store, args: &ServeArgs, out: &Output) -> anyhow::Result<Ex
         };
         let options = ServeOptions {
             verify_blobs: args.verify_blobs,
+            header_timeout: Duration::from_secs(args.header_timeout),
+            idle_timeout: Duration::from_secs(args.idle_timeout),
             ..ServeOptions::default()
         };
         serve_with(store.clone(), listener, shutdown, options).await?;

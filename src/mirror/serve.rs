@@ -16,9 +16,16 @@
 //! by digest only. Errors are the spec's JSON documents
 //! (`{"errors":[{"code":"MANIFEST_UNKNOWN","message":...}]}`). The store is read as it
 //! is at each request: refs pulled while serving appear at once.
+//!
+//! Against clients that hold connections without using them: a request head must
+//! arrive within [`ServeOptions::header_timeout`] (also how long an HTTP/1 connection
+//! may sit idle between requests), a connection that moves no byte for
+//! [`ServeOptions::idle_timeout`] is closed, and a blob response holds at most 256 KiB
+//! of the blob in memory however slowly its client reads.
 
 mod blob;
 mod catalog;
+mod idle;
 mod manifest;
 mod response;
 mod routes;
@@ -29,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -37,6 +44,7 @@ use tokio::task::JoinSet;
 
 use crate::store::{Store, StoreError};
 use catalog::CatalogCache;
+use idle::IdleTimeout;
 
 /// The most an HTTP/1 connection buffers to write (and the largest request head it
 /// reads): about one blob chunk beyond it is queued before hyper waits for the socket.
@@ -52,6 +60,14 @@ pub struct ServeOptions {
     /// How long a shutdown waits for requests in flight (a blob half sent) to finish
     /// before it drops their connections (default 10 s).
     pub drain_timeout: Duration,
+    /// How long a client has to send a request head once it connected or its previous
+    /// response ended (default 10 s, as nginx and Go servers commonly use); an HTTP/1
+    /// connection idle between requests is closed after it too.
+    pub header_timeout: Duration,
+    /// How long a connection may move no byte in either direction before it is closed:
+    /// a client that stopped reading a response, an idle HTTP/2 connection (default
+    /// 60 s, nginx's `send_timeout`).
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -59,6 +75,8 @@ impl Default for ServeOptions {
         Self {
             verify_blobs: false,
             drain_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -131,6 +149,7 @@ pub async fn serve_with(
     options: ServeOptions,
 ) -> Result<(), ServeError> {
     let drain_timeout = options.drain_timeout;
+    let builder = builder(&options);
     let state = State(Arc::new(Inner {
         catalog: CatalogCache::new(store.clone()),
         store,
@@ -142,7 +161,6 @@ pub async fn serve_with(
     }
     let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
     tracing::info!("serving {} on http://{addr}", state.store.root().display());
-    let builder = builder();
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -185,11 +203,15 @@ pub async fn serve_with(
     Ok(())
 }
 
-/// The connection builder: HTTP/1.1 with a small write buffer, or HTTP/2 with prior
-/// knowledge.
-fn builder() -> auto::Builder<TokioExecutor> {
+/// The connection builder: HTTP/1.1 with a request-head timeout and a small write
+/// buffer, or HTTP/2 with prior knowledge.
+fn builder(options: &ServeOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(MAX_BUF);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout)
+        .max_buf_size(MAX_BUF);
     builder
 }
 
@@ -201,10 +223,10 @@ async fn connection(
     stream: tokio::net::TcpStream,
     mut stopping: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (first, idle) = (state.options.header_timeout, state.options.idle_timeout);
     let service = hyper::service::service_fn(move |request| routes::handle(state.clone(), request));
-    let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .into_owned();
+    let io = TokioIo::new(IdleTimeout::new(stream, first, idle));
+    let connection = builder.serve_connection(io, service).into_owned();
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => return result,
