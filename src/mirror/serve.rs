@@ -20,11 +20,15 @@
 //! Against clients that hold connections without using them: a request head must
 //! arrive within [`ServeOptions::header_timeout`] (also how long an HTTP/1 connection
 //! may sit idle between requests), a connection that moves no byte for
-//! [`ServeOptions::idle_timeout`] is closed, and a blob response holds at most 256 KiB
-//! of the blob in memory however slowly its client reads.
+//! [`ServeOptions::idle_timeout`] is closed, at most
+//! [`ServeOptions::max_connections`] are open at once (the rest wait in the listen
+//! backlog), and a blob response holds at most 256 KiB of the blob in memory however
+//! slowly its client reads.
 
+mod admission;
 mod blob;
 mod catalog;
+mod fd_limit;
 mod idle;
 mod manifest;
 mod response;
@@ -43,7 +47,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::store::{Store, StoreError};
+use admission::{Admission, Admitted};
 use catalog::CatalogCache;
+pub use fd_limit::raise_fd_limit;
 use idle::IdleTimeout;
 
 /// The most an HTTP/1 connection buffers to write (and the largest request head it
@@ -68,6 +74,10 @@ pub struct ServeOptions {
     /// a client that stopped reading a response, an idle HTTP/2 connection (default
     /// 60 s, nginx's `send_timeout`).
     pub idle_timeout: Duration,
+    /// Connections open at once; past it the server stops accepting and new ones wait
+    /// in the listen backlog. `None` (the default): what the open-file limit leaves room
+    /// for, a socket and a blob file per connection after a reserve of 64.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ServeOptions {
@@ -77,6 +87,7 @@ impl Default for ServeOptions {
             drain_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            max_connections: None,
         }
     }
 }
@@ -97,6 +108,9 @@ pub enum ServeError {
     /// The store's index.json could not be read when the server started.
     #[error("reading the store's refs: {0}")]
     Store(#[from] StoreError),
+    /// The open-file limit could not be raised.
+    #[error("raising the open-file limit: {0}")]
+    FdLimit(#[source] io::Error),
     /// The server task failed (panicked or was cancelled).
     #[error("the server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -119,14 +133,23 @@ impl std::ops::Deref for State {
     }
 }
 
-/// Opens the listening socket (`host:port`; port 0 picks a free one).
+/// Opens the listening socket (`host:port`; port 0 picks a free one), on the first of
+/// the addresses `host` resolves to that can be bound.
 pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: addr.to_string(),
-            source,
-        })
+    let failed = |source| ServeError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let mut last = None;
+    for candidate in tokio::net::lookup_host(addr).await.map_err(failed)? {
+        match admission::listen(candidate) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(failed(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")
+    })))
 }
 
 /// Serves `store` on `listener` until `shutdown` completes; then stops accepting,
@@ -149,6 +172,9 @@ pub async fn serve_with(
     options: ServeOptions,
 ) -> Result<(), ServeError> {
     let drain_timeout = options.drain_timeout;
+    let max_connections = options
+        .max_connections
+        .unwrap_or_else(fd_limit::default_max_connections);
     let builder = builder(&options);
     let state = State(Arc::new(Inner {
         catalog: CatalogCache::new(store.clone()),
@@ -160,33 +186,30 @@ pub async fn serve_with(
         tokio::task::spawn_blocking(move || state.catalog.get()).await??;
     }
     let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
-    tracing::info!("serving {} on http://{addr}", state.store.root().display());
+    tracing::info!(
+        "serving {} on http://{addr} (at most {max_connections} connections)",
+        state.store.root().display()
+    );
+    let mut admission = Admission::new(listener, max_connections);
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let Admitted { stream, peer, slot } = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let connection = connection(builder.clone(), state.clone(), stream, stopping.clone());
-                    connections.spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::debug!("connection from {peer}: {e}");
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors, say: wait rather than spin.
-                    tracing::warn!("accepting a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
+            admitted = admission.accept() => admitted,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = connection(builder.clone(), state.clone(), stream, stopping.clone());
+        connections.spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+            drop(slot);
+        });
+        while connections.try_join_next().is_some() {}
     }
-    drop(listener);
+    drop(admission);
     let _ = stop.send(true);
     let drained = tokio::time::timeout(drain_timeout, async {
         while connections.join_next().await.is_some() {}
