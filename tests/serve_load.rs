@@ -1,6 +1,7 @@
 //! `stowage serve` against clients that hold connections without using them: idle
 //! half-open connections (slowloris) under a 1024-file limit, many clients at once
-//! under a limit smaller than they need, and clients that stop reading a big blob.
+//! under a limit smaller than they need, clients that stop reading a big blob, and
+//! HTTP/2 streams multiplexed on one connection.
 
 mod support;
 
@@ -296,4 +297,74 @@ fn clients_that_stop_reading_a_big_blob_hold_little_memory() {
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(stalled);
+}
+
+#[test]
+fn http2_streams_wait_for_a_blob_file_rather_than_open_one_each() {
+    const STREAMS: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    let big = big_image(&store, 4 * MIB, 3);
+    store
+        .set_ref("127.0.0.1:5000/big/noise:1", &big.descriptor)
+        .unwrap();
+    let served = Served::start_with(
+        store.root(),
+        &ServeSetup {
+            args: &["--max-connections", "2"],
+            ..ServeSetup::default()
+        },
+    );
+    let pid = served.pid();
+    let fds_before = open_fds(pid);
+    let layer = &big.layers[0];
+    let url = served.url(&format!(
+        "/v2/big/noise/blobs/{}",
+        layer.descriptor.digest()
+    ));
+
+    // One HTTP/2 connection (prior knowledge), all streams at once. The old server
+    // opened the blob once per stream, 50 files for one socket.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(open_fds(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            most
+        })
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let digests = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        let requests = (0..STREAMS).map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let reply = client.get(&url).send().await?.error_for_status()?;
+                assert_eq!(reply.version(), reqwest::Version::HTTP_2);
+                Ok::<_, reqwest::Error>(sha256(&reply.bytes().await?))
+            }
+        });
+        futures_util::future::join_all(requests).await
+    });
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = sampler.join().unwrap();
+    let expected = sha256(&layer.blob);
+    for (i, digest) in digests.into_iter().enumerate() {
+        assert_eq!(digest.unwrap(), expected, "stream {i}");
+    }
+    // The socket and two blob files (the cap), and a little slack for the runtime.
+    eprintln!(
+        "{STREAMS} HTTP/2 streams: serve held at most {most} descriptors (from {fds_before})"
+    );
+    assert!(
+        most <= fds_before + 1 + 2 + 2,
+        "serve held {most} descriptors (from {fds_before})"
+    );
 }

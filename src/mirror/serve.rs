@@ -43,7 +43,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::store::{Store, StoreError};
@@ -75,8 +75,10 @@ pub struct ServeOptions {
     /// 60 s, nginx's `send_timeout`).
     pub idle_timeout: Duration,
     /// Connections open at once; past it the server stops accepting and new ones wait
-    /// in the listen backlog. `None` (the default): what the open-file limit leaves room
-    /// for, a socket and a blob file per connection after a reserve of 64.
+    /// in the listen backlog. Blob files open at once are capped at the same number
+    /// (HTTP/2 streams past it wait for one). `None` (the default): what the open-file
+    /// limit leaves room for, a socket and a blob file per connection after a reserve
+    /// of 64.
     pub max_connections: Option<usize>,
 }
 
@@ -124,6 +126,10 @@ struct Inner {
     store: Store,
     catalog: CatalogCache,
     options: ServeOptions,
+    /// Blob files open at once, as many as connections: an HTTP/1 connection sends
+    /// one blob at a time and never waits here, HTTP/2 streams beyond that do, so the
+    /// open-file budget holds however requests are multiplexed.
+    open_blobs: Arc<Semaphore>,
 }
 
 impl std::ops::Deref for State {
@@ -180,6 +186,7 @@ pub async fn serve_with(
         catalog: CatalogCache::new(store.clone()),
         store,
         options,
+        open_blobs: Arc::new(Semaphore::new(max_connections)),
     }));
     {
         let state = state.clone();

@@ -12,7 +12,7 @@ use hyper::header::{
 };
 use hyper::{Response, StatusCode};
 use rustix::io::ReadWriteFlags;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::response::{response, ApiError, BlobStream, Body, ErrorCode};
 use super::State;
@@ -46,6 +46,10 @@ pub(super) async fn blob(
             e.to_string(),
         )
     })?;
+    let slot = Arc::clone(&state.open_blobs)
+        .acquire_owned()
+        .await
+        .map_err(ApiError::internal)?;
     let (file, size) = {
         let (state, name, digest) = (state.clone(), name.to_string(), digest.clone());
         tokio::task::spawn_blocking(move || open(&state, &name, &digest))
@@ -83,7 +87,7 @@ pub(super) async fn blob(
         Body::Empty
     } else {
         let verify = (state.options.verify_blobs && len == size).then_some(digest);
-        stream(file, start, len, verify)
+        stream(file, slot, start, len, verify)
     };
     builder
         .header(CONTENT_LENGTH, len)
@@ -178,13 +182,23 @@ impl Range {
     }
 }
 
-/// A body fed by a task that reads `len` bytes from `start` a chunk at a time on the
-/// blocking pool, at most [`READ_AHEAD`] chunks ahead of the client. With
-/// `verify`, the bytes are hashed on the way and the last chunk is withheld (the
-/// response fails) if they do not match.
-fn stream(file: File, start: u64, len: u64, verify: Option<Digest>) -> Body {
+/// A body fed by a task that reads `len` bytes from `start` a chunk at a time
+/// ([`read_chunk`]), at most [`READ_AHEAD`] chunks ahead of the client, holding `slot`
+/// among the open blobs until the file is closed. With `verify`, the bytes are hashed
+/// on the way and the last chunk is withheld (the response fails) if they do not
+/// match.
+fn stream(
+    file: File,
+    slot: OwnedSemaphorePermit,
+    start: u64,
+    len: u64,
+    verify: Option<Digest>,
+) -> Body {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
-    tokio::spawn(pump(file, start, len, verify, tx));
+    tokio::spawn(async move {
+        pump(file, start, len, verify, tx).await;
+        drop(slot); // the file is closed: another response may open one
+    });
     Body::Stream(BlobStream {
         chunks: rx,
         remaining: len,
