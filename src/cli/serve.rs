@@ -1,11 +1,12 @@
 //! `stowage serve`: the store as a read-only registry until SIGINT or SIGTERM.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use stowage::mirror::serve::{bind, serve_with, ServeOptions};
+use stowage::mirror::serve::{bind, raise_fd_limit, serve_with, ServeOptions};
 use stowage::store::Store;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -21,12 +22,28 @@ pub struct ServeArgs {
     /// longer match their digest (costs CPU; clients check digests themselves).
     #[arg(long)]
     verify_blobs: bool,
+    /// Seconds a client has to send a request head after connecting or after its
+    /// previous response; an HTTP/1 connection idle between requests is closed then too.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
+    /// Seconds a connection may move no byte either way (a client that stopped
+    /// reading, an idle HTTP/2 connection) before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Connections open at once; more wait in the listen backlog. Default: what the
+    /// open-file limit (raised to its hard limit at start) leaves room for, two
+    /// descriptors per connection after a reserve of 64.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
 }
 
 /// Prints `serving <store> on http://ADDR` (or, with `--json`, `{"store","addr","url"}`)
 /// once listening, then serves until SIGINT or SIGTERM, letting requests in flight
 /// finish.
 pub fn serve(store: &Store, args: &ServeArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    if let Err(e) = raise_fd_limit() {
+        tracing::warn!("{e}; serving within the current limit");
+    }
     let runtime = super::pull::runtime()?;
     runtime.block_on(async {
         // Handlers first, so a signal sent as soon as the address is printed counts.
@@ -51,6 +68,11 @@ pub fn serve(store: &Store, args: &ServeArgs, out: &Output) -> anyhow::Result<Ex
         };
         let options = ServeOptions {
             verify_blobs: args.verify_blobs,
+            header_timeout: Duration::from_secs(args.header_timeout),
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+            max_connections: args
+                .max_connections
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             ..ServeOptions::default()
         };
         serve_with(store.clone(), listener, shutdown, options).await?;

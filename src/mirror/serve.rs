@@ -16,9 +16,20 @@
 //! by digest only. Errors are the spec's JSON documents
 //! (`{"errors":[{"code":"MANIFEST_UNKNOWN","message":...}]}`). The store is read as it
 //! is at each request: refs pulled while serving appear at once.
+//!
+//! Against clients that hold connections without using them: a request head must
+//! arrive within [`ServeOptions::header_timeout`] (also how long an HTTP/1 connection
+//! may sit idle between requests), a connection that moves no byte for
+//! [`ServeOptions::idle_timeout`] is closed, at most
+//! [`ServeOptions::max_connections`] are open at once (the rest wait in the listen
+//! backlog), and a blob response holds at most 256 KiB of the blob in memory however
+//! slowly its client reads.
 
+mod admission;
 mod blob;
 mod catalog;
+mod fd_limit;
+mod idle;
 mod manifest;
 mod response;
 mod routes;
@@ -29,14 +40,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::store::{Store, StoreError};
+use admission::{Admission, Admitted};
 use catalog::CatalogCache;
+pub use fd_limit::raise_fd_limit;
+use idle::IdleTimeout;
+
+/// The most an HTTP/1 connection buffers to write (and the largest request head it
+/// reads): about one blob chunk beyond it is queued before hyper waits for the socket.
+const MAX_BUF: usize = 64 * 1024;
 
 /// How a server behaves; [`ServeOptions::default`] is what `stowage serve` uses.
 #[derive(Debug, Clone)]
@@ -48,6 +66,20 @@ pub struct ServeOptions {
     /// How long a shutdown waits for requests in flight (a blob half sent) to finish
     /// before it drops their connections (default 10 s).
     pub drain_timeout: Duration,
+    /// How long a client has to send a request head once it connected or its previous
+    /// response ended (default 10 s, as nginx and Go servers commonly use); an HTTP/1
+    /// connection idle between requests is closed after it too.
+    pub header_timeout: Duration,
+    /// How long a connection may move no byte in either direction before it is closed:
+    /// a client that stopped reading a response, an idle HTTP/2 connection (default
+    /// 60 s, nginx's `send_timeout`).
+    pub idle_timeout: Duration,
+    /// Connections open at once; past it the server stops accepting and new ones wait
+    /// in the listen backlog. Blob files open at once are capped at the same number
+    /// (HTTP/2 streams past it wait for one). `None` (the default): what the open-file
+    /// limit leaves room for, a socket and a blob file per connection after a reserve
+    /// of 64.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ServeOptions {
@@ -55,6 +87,9 @@ impl Default for ServeOptions {
         Self {
             verify_blobs: false,
             drain_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: None,
         }
     }
 }
@@ -75,6 +110,9 @@ pub enum ServeError {
     /// The store's index.json could not be read when the server started.
     #[error("reading the store's refs: {0}")]
     Store(#[from] StoreError),
+    /// The open-file limit could not be raised.
+    #[error("raising the open-file limit: {0}")]
+    FdLimit(#[source] io::Error),
     /// The server task failed (panicked or was cancelled).
     #[error("the server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -88,6 +126,10 @@ struct Inner {
     store: Store,
     catalog: CatalogCache,
     options: ServeOptions,
+    /// Blob files open at once, as many as connections: an HTTP/1 connection sends
+    /// one blob at a time and never waits here, HTTP/2 streams beyond that do, so the
+    /// open-file budget holds however requests are multiplexed.
+    open_blobs: Arc<Semaphore>,
 }
 
 impl std::ops::Deref for State {
@@ -97,14 +139,23 @@ impl std::ops::Deref for State {
     }
 }
 
-/// Opens the listening socket (`host:port`; port 0 picks a free one).
+/// Opens the listening socket (`host:port`; port 0 picks a free one), on the first of
+/// the addresses `host` resolves to that can be bound.
 pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: addr.to_string(),
-            source,
-        })
+    let failed = |source| ServeError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let mut last = None;
+    for candidate in tokio::net::lookup_host(addr).await.map_err(failed)? {
+        match admission::listen(candidate) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(failed(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")
+    })))
 }
 
 /// Serves `store` on `listener` until `shutdown` completes; then stops accepting,
@@ -127,44 +178,45 @@ pub async fn serve_with(
     options: ServeOptions,
 ) -> Result<(), ServeError> {
     let drain_timeout = options.drain_timeout;
+    let max_connections = options
+        .max_connections
+        .unwrap_or_else(fd_limit::default_max_connections);
+    let builder = builder(&options);
     let state = State(Arc::new(Inner {
         catalog: CatalogCache::new(store.clone()),
         store,
         options,
+        open_blobs: Arc::new(Semaphore::new(max_connections)),
     }));
     {
         let state = state.clone();
         tokio::task::spawn_blocking(move || state.catalog.get()).await??;
     }
     let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
-    tracing::info!("serving {} on http://{addr}", state.store.root().display());
-    let builder = auto::Builder::new(TokioExecutor::new());
+    tracing::info!(
+        "serving {} on http://{addr} (at most {max_connections} connections)",
+        state.store.root().display()
+    );
+    let mut admission = Admission::new(listener, max_connections);
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let Admitted { stream, peer, slot } = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let connection = connection(builder.clone(), state.clone(), stream, stopping.clone());
-                    connections.spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::debug!("connection from {peer}: {e}");
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors, say: wait rather than spin.
-                    tracing::warn!("accepting a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
+            admitted = admission.accept() => admitted,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = connection(builder.clone(), state.clone(), stream, stopping.clone());
+        connections.spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+            drop(slot);
+        });
+        while connections.try_join_next().is_some() {}
     }
-    drop(listener);
+    drop(admission);
     let _ = stop.send(true);
     let drained = tokio::time::timeout(drain_timeout, async {
         while connections.join_next().await.is_some() {}
@@ -181,6 +233,18 @@ pub async fn serve_with(
     Ok(())
 }
 
+/// The connection builder: HTTP/1.1 with a request-head timeout and a small write
+/// buffer, or HTTP/2 with prior knowledge.
+fn builder(options: &ServeOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout)
+        .max_buf_size(MAX_BUF);
+    builder
+}
+
 /// One connection (HTTP/1.1, or HTTP/2 with prior knowledge), shut down gracefully
 /// once `stopping` turns true: requests in flight finish, idle connections close.
 async fn connection(
@@ -189,10 +253,10 @@ async fn connection(
     stream: tokio::net::TcpStream,
     mut stopping: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (first, idle) = (state.options.header_timeout, state.options.idle_timeout);
     let service = hyper::service::service_fn(move |request| routes::handle(state.clone(), request));
-    let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .into_owned();
+    let io = TokioIo::new(IdleTimeout::new(stream, first, idle));
+    let connection = builder.serve_connection(io, service).into_owned();
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => return result,

@@ -18,18 +18,46 @@ pub struct Served {
     _stdout: BufReader<ChildStdout>,
 }
 
+/// How to start `stowage serve` beyond [`Served::start`]'s defaults.
+#[derive(Default)]
+pub struct ServeSetup<'a> {
+    /// `serve` arguments after `--addr`.
+    pub args: &'a [&'a str],
+    /// The open-file limit (soft and hard) to run under, set with util-linux `prlimit`.
+    pub nofile: Option<u64>,
+    /// A file for serve's stderr, inherited when `None`.
+    pub stderr: Option<&'a Path>,
+}
+
 impl Served {
     /// Starts `stowage --store STORE serve --addr 127.0.0.1:0` and reads the address
     /// from the line it prints.
     pub fn start(store: &Path) -> Self {
-        let mut child = Command::new(BIN)
+        Self::start_with(store, &ServeSetup::default())
+    }
+
+    /// [`Served::start`] with more arguments, an open-file limit or stderr to a file.
+    pub fn start_with(store: &Path, setup: &ServeSetup) -> Self {
+        let mut command = match setup.nofile {
+            // prlimit execs the command: the child's pid is serve's.
+            Some(n) => {
+                let mut command = Command::new("prlimit");
+                command.arg(format!("--nofile={n}:{n}")).arg("--").arg(BIN);
+                command
+            }
+            None => Command::new(BIN),
+        };
+        command
             .arg("--store")
             .arg(store)
             .args(["serve", "--addr", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+            .args(setup.args)
+            .stdout(Stdio::piped());
+        match setup.stderr {
+            Some(path) => command.stderr(std::fs::File::create(path).unwrap()),
+            None => command.stderr(Stdio::inherit()),
+        };
+        let mut child = command.spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
@@ -44,6 +72,11 @@ impl Served {
             addr,
             _stdout: stdout,
         }
+    }
+
+    /// The serve process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self, path: &str) -> String {

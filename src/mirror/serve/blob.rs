@@ -2,7 +2,8 @@
 //! one byte range.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,17 +11,22 @@ use hyper::header::{
     HeaderMap, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE,
 };
 use hyper::{Response, StatusCode};
-use tokio::sync::mpsc;
+use rustix::io::ReadWriteFlags;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::response::{response, ApiError, BlobStream, Body, ErrorCode};
 use super::State;
 use crate::store::{parse_digest, Digest, Hasher};
 
-/// Bytes read from disk at a time.
-const CHUNK: usize = 1 << 20;
+/// Bytes read from disk at a time: small, since a response holds a few of them
+/// however slowly its client reads. Cached chunks are read without leaving the
+/// runtime (see [`read_chunk`]), so small chunks cost no thread hand-offs.
+const CHUNK: usize = 64 * 1024;
 
-/// Chunks read ahead of the client (memory per response: about this many + 1 chunks).
-const READ_AHEAD: usize = 4;
+/// Chunks read ahead of the client. A chunk is read only once there is room for it,
+/// so a response whose client stopped reading holds these and what hyper queues for
+/// the socket (its 64 KiB write buffer and one chunk beyond it): 256 KiB.
+const READ_AHEAD: usize = 2;
 
 /// Answers a blob request. Any stored blob is served under any served repository name.
 /// With [`ServeOptions::verify_blobs`](super::ServeOptions), a whole blob is hashed
@@ -40,6 +46,10 @@ pub(super) async fn blob(
             e.to_string(),
         )
     })?;
+    let slot = Arc::clone(&state.open_blobs)
+        .acquire_owned()
+        .await
+        .map_err(ApiError::internal)?;
     let (file, size) = {
         let (state, name, digest) = (state.clone(), name.to_string(), digest.clone());
         tokio::task::spawn_blocking(move || open(&state, &name, &digest))
@@ -77,7 +87,7 @@ pub(super) async fn blob(
         Body::Empty
     } else {
         let verify = (state.options.verify_blobs && len == size).then_some(digest);
-        stream(file, start, len, verify)
+        stream(file, slot, start, len, verify)
     };
     builder
         .header(CONTENT_LENGTH, len)
@@ -172,13 +182,23 @@ impl Range {
     }
 }
 
-/// A body fed by a task that reads `len` bytes from `start` a chunk at a time on the
-/// blocking pool, keeping at most [`READ_AHEAD`] chunks ahead of the client. With
-/// `verify`, the bytes are hashed on the way and the last chunk is withheld (the
-/// response fails) if they do not match.
-fn stream(file: File, start: u64, len: u64, verify: Option<Digest>) -> Body {
+/// A body fed by a task that reads `len` bytes from `start` a chunk at a time
+/// ([`read_chunk`]), at most [`READ_AHEAD`] chunks ahead of the client, holding `slot`
+/// among the open blobs until the file is closed. With `verify`, the bytes are hashed
+/// on the way and the last chunk is withheld (the response fails) if they do not
+/// match.
+fn stream(
+    file: File,
+    slot: OwnedSemaphorePermit,
+    start: u64,
+    len: u64,
+    verify: Option<Digest>,
+) -> Body {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
-    tokio::spawn(pump(file, start, len, verify, tx));
+    tokio::spawn(async move {
+        pump(file, start, len, verify, tx).await;
+        drop(slot); // the file is closed: another response may open one
+    });
     Body::Stream(BlobStream {
         chunks: rx,
         remaining: len,
@@ -200,36 +220,35 @@ async fn pump(
     };
     let mut offset = start;
     while offset < end {
+        // Room in the channel first, then the read: never a chunk waiting in hand.
+        let Ok(slot) = tx.reserve().await else {
+            return; // the client went away
+        };
         let n = (end - offset).min(CHUNK as u64) as usize;
         let last = offset + n as u64 == end;
-        let file = file.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            // Read into spare capacity: no zeroing of a buffer about to be overwritten.
-            let mut reader = &*file;
-            reader.seek(SeekFrom::Start(offset))?;
-            let mut buf = Vec::with_capacity(n);
-            reader.take(n as u64).read_to_end(&mut buf)?;
-            if buf.len() < n {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("the blob ends at byte {}", offset + buf.len() as u64),
-                ));
+        // Hashing takes a while (a core per 2 GB/s): on the blocking pool, with the read.
+        let read = match hasher.take() {
+            None => read_chunk(&file, offset, n).await,
+            Some(mut h) => {
+                let file = Arc::clone(&file);
+                tokio::task::spawn_blocking(move || {
+                    let buf = read_at(&file, offset, vec![0; n], 0)?;
+                    h.update(&buf);
+                    Ok((buf, h))
+                })
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)))
+                .map(|(buf, h)| {
+                    hasher = Some(h);
+                    buf
+                })
             }
-            if let Some(hasher) = hasher.as_mut() {
-                hasher.update(&buf);
-            }
-            Ok::<_, io::Error>((Bytes::from(buf), hasher))
-        })
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(e)));
+        };
         let chunk = match read {
-            Ok((chunk, h)) => {
-                hasher = h;
-                chunk
-            }
+            Ok(buf) => Bytes::from(buf),
             Err(e) => {
                 tracing::warn!("serve: reading a blob at byte {offset}: {e}");
-                let _ = tx.send(Err(e)).await;
+                slot.send(Err(e));
                 return;
             }
         };
@@ -242,18 +261,52 @@ async fn pump(
                          (run `stowage verify`)"
                     );
                     tracing::error!("serve: {message}");
-                    let _ = tx
-                        .send(Err(io::Error::new(io::ErrorKind::InvalidData, message)))
-                        .await;
+                    slot.send(Err(io::Error::new(io::ErrorKind::InvalidData, message)));
                     return;
                 }
             }
         }
-        if tx.send(Ok(chunk)).await.is_err() {
-            return; // the client went away
-        }
+        slot.send(Ok(chunk));
         offset += n as u64;
     }
+}
+
+/// Reads `n` bytes at `offset`: straight from the page cache when they are all there
+/// (`preadv2` with `RWF_NOWAIT`), else on the blocking pool. A cached blob so costs
+/// no hand-off to another thread per chunk, and a cold one never blocks the runtime.
+async fn read_chunk(file: &Arc<File>, offset: u64, n: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0; n];
+    let mut cached = 0;
+    while cached < n {
+        let mut slice = [io::IoSliceMut::new(&mut buf[cached..])];
+        let at = offset + cached as u64;
+        match rustix::io::preadv2(&**file, &mut slice, at, ReadWriteFlags::NOWAIT) {
+            Ok(read) if read > 0 => cached += read,
+            // Not cached (EAGAIN), not supported, or the end: the blocking read tells.
+            _ => break,
+        }
+    }
+    if cached == n {
+        return Ok(buf);
+    }
+    let file = Arc::clone(file);
+    tokio::task::spawn_blocking(move || read_at(&file, offset, buf, cached))
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+/// Fills `buf` from `filled` on with the bytes at `offset + filled` (blocking).
+fn read_at(file: &File, offset: u64, mut buf: Vec<u8>, filled: usize) -> io::Result<Vec<u8>> {
+    let end = offset + buf.len() as u64;
+    file.read_exact_at(&mut buf[filled..], offset + filled as u64)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the blob ends before byte {end}"),
+            ),
+            _ => e,
+        })?;
+    Ok(buf)
 }
 
 #[cfg(test)]
