@@ -28,8 +28,8 @@ test: setup
 # The reliability suites' long variants: more SIGKILL rounds than `make test` runs.
 SOAK_ROUNDS ?= 300
 soak: setup
-	STOWAGE_CHAOS_ROUNDS=$(SOAK_ROUNDS) $(CARGO) test --test pull_chaos -- --nocapture
-	$(CARGO) test --test store_concurrency --test pull_disk_full --test pull_hostile -- --nocapture
+	STOWAGE_CHAOS_ROUNDS=$(SOAK_ROUNDS) $(CARGO) test -p stowage-cli --test it -- pull_chaos --nocapture
+	$(CARGO) test -p stowage-cli --test it -- store_concurrency pull_disk_full pull_hostile serve_load --nocapture
 
 bench: setup build
 	bash benches/run.sh

@@ -88,7 +88,7 @@ done
 STOWAGE_SRC=${STOWAGE:-$REPO/target/release/stowage}
 if [ -z "${STOWAGE:-}" ] && [ ! -x "$STOWAGE_SRC" ]; then
   log "building stowage (release)"
-  cargo build --release -q -p stowage >&2
+  cargo build --release -q -p stowage-cli >&2
 fi
 [ -x "$STOWAGE_SRC" ] || die "no stowage binary at $STOWAGE_SRC"
 case " $PROFILES " in *" wan "*)

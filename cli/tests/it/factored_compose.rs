@@ -1,0 +1,203 @@
+//! `factor`: conda packages (built here, real `.conda` and `.tar.bz2` files) on a
+//! busybox base become a factored image that podman runs, whose package layers other
+//! images share, that is the same every time it is built, and that stays under the
+//! layer cap by grouping the least shared packages.
+
+use crate::factored_layers::conda_build;
+use crate::runtime::tools;
+
+use std::path::{Path, PathBuf};
+
+use crate::support::base_images::busybox_base;
+use crate::support::pulling::*;
+use conda_build::{long_placeholder, Format, Spec};
+use serde_json::Value;
+use tools::Podman;
+
+/// A package whose `bin/NAME` script prints where it was installed.
+fn script_package(name: &str, dir: &Path, format: Format) -> PathBuf {
+    let p = long_placeholder();
+    Spec::new(name, "1.0", "h0_0")
+        .with_prefix(
+            &format!("bin/{name}"),
+            format!("#!/bin/sh\necho \"{name} runs from {p}\"\n"),
+            0o755,
+            &p,
+            "text",
+        )
+        .write(dir, format)
+}
+
+fn layer_digests(env: &Env, name: &str) -> Vec<String> {
+    let oci = format!("oci:{}:{name}", env.store().display());
+    crate::support::fixtures::layer_digests_of(&crate::support::fixtures::skopeo_json(&[
+        "inspect", "--raw", &oci,
+    ]))
+}
+
+fn factor(env: &Env, name: &str, packages: &[PathBuf], extra: &[&str]) -> Value {
+    let mut args = vec!["factor", name, "--base", "base"];
+    args.extend_from_slice(extra);
+    let paths: Vec<String> = packages.iter().map(|p| p.display().to_string()).collect();
+    args.extend(paths.iter().map(String::as_str));
+    env.json(&args)
+}
+
+#[test]
+fn factored_images_run_share_layers_and_are_reproducible() {
+    let env = Env::new();
+    busybox_base(&env.store(), "base");
+    let pkgs = env.dir.path().join("pkgs");
+    std::fs::create_dir_all(&pkgs).unwrap();
+    let hello = script_package("hello", &pkgs, Format::Conda);
+    let shared: Vec<PathBuf> = ["alpha", "beta"]
+        .iter()
+        .map(|n| script_package(n, &pkgs, Format::TarBz2))
+        .collect();
+    let only_a = script_package("gamma", &pkgs, Format::Conda);
+    let only_b = script_package("delta", &pkgs, Format::TarBz2);
+    let a_pkgs: Vec<PathBuf> = [hello.clone(), only_a]
+        .into_iter()
+        .chain(shared.clone())
+        .collect();
+    let b_pkgs: Vec<PathBuf> = [hello.clone(), only_b]
+        .into_iter()
+        .chain(shared.clone())
+        .collect();
+
+    let a = factor(&env, "factored/a:1", &a_pkgs, &["--cmd", "hello"]);
+    let again = factor(&env, "factored/a-again:1", &a_pkgs, &["--cmd", "hello"]);
+    assert_eq!(
+        a["manifest_digest"], again["manifest_digest"],
+        "factor is not reproducible"
+    );
+    assert_eq!(again["layers_written"], 0);
+    let b = factor(&env, "factored/b:1", &b_pkgs, &[]);
+    assert_eq!(b["layers_written"], 1, "only delta is new: {b}");
+    // base + 4 packages + conda-meta.
+    let (layers_a, layers_b) = (
+        layer_digests(&env, "factored/a:1"),
+        layer_digests(&env, "factored/b:1"),
+    );
+    assert_eq!(layers_a.len(), 6);
+    let common = layers_a.iter().filter(|d| layers_b.contains(d)).count();
+    assert_eq!(common, 4, "base, hello, alpha and beta are shared");
+    let config = crate::support::fixtures::skopeo_json(&[
+        "inspect",
+        "--config",
+        &format!("oci:{}:factored/a:1", env.store().display()),
+    ]);
+    let path = config["config"]["Env"].to_string();
+    assert!(
+        path.contains("PATH=/opt/conda/bin:/usr/bin:/bin")
+            && path.contains("LD_LIBRARY_PATH=/opt/conda/lib"),
+        "{path}"
+    );
+    assert!(env.stowage(&["verify"]).status.success());
+
+    // It runs, with the placeholder rewritten to the prefix.
+    let podman = Podman::new(env.dir.path());
+    let (var, value) = podman.env();
+    let stdout = tools::stowage_ok(
+        &env.store(),
+        &["run", "factored/a:1", "--into", "podman"],
+        &[(var, &value)],
+    );
+    assert!(stdout.contains("hello runs from /opt/conda"), "{stdout}");
+    // ...and so does docker 20.10, which gets the zstd layers decompressed.
+    if tools::docker_available("factored image in docker") {
+        let _loaded = tools::DockerImages(vec!["localhost/factored/a:1".into()]);
+        let stdout = tools::stowage_ok(
+            &env.store(),
+            &["run", "factored/a:1", "--into", "docker"],
+            &[],
+        );
+        assert!(stdout.contains("hello runs from /opt/conda"), "{stdout}");
+    }
+
+    // Pulling the second image after the first fetches only what it does not share.
+    for name in ["factored/a:1", "factored/b:1"] {
+        env.json(&["copy", name, &format!("{}/{name}", env.registry.addr())]);
+    }
+    let node = env.dir.path().join("node");
+    let pull = |name: &str| {
+        let output = stowage_in(&node, &["pull", &env.via_proxy(name)]);
+        assert!(output.status.success(), "{}", stderr(&output));
+    };
+    pull("factored/a:1");
+    env.proxy.reset_log();
+    pull("factored/b:1");
+    let fetched: Vec<String> = env.blob_get_paths();
+    assert_eq!(
+        fetched.len(),
+        3,
+        "delta's layer, b's conda-meta layer and b's config: {fetched:?}"
+    );
+    for digest in layers_a.iter().filter(|d| layers_b.contains(d)) {
+        assert!(
+            !fetched.iter().any(|p| p.ends_with(digest.as_str())),
+            "refetched {digest}"
+        );
+    }
+}
+
+#[test]
+fn past_the_layer_cap_the_least_shared_packages_share_one_layer() {
+    let env = Env::new();
+    busybox_base(&env.store(), "base");
+    let pkgs = env.dir.path().join("pkgs");
+    std::fs::create_dir_all(&pkgs).unwrap();
+    let packages: Vec<PathBuf> = (0..140)
+        .map(|i| script_package(&format!("pkg{i:03}"), &pkgs, Format::Conda))
+        .collect();
+    let made = factor(&env, "factored/big:1", &packages, &[]);
+    let layers = made["layers"].as_u64().unwrap();
+    assert!(layers <= 125, "{made}");
+    let grouped = made["grouped"].as_array().unwrap().len();
+    assert_eq!(grouped as u64, 140 - (125 - 2) + 1, "{made}");
+    assert_eq!(layer_digests(&env, "factored/big:1").len() as u64, layers);
+    // The grouped layer names its packages and what they were made for, as a package
+    // layer does, so a lockfile can record them.
+    let oci = format!("oci:{}:factored/big:1", env.store().display());
+    let manifest = crate::support::fixtures::skopeo_json(&["inspect", "--raw", &oci]);
+    let group = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["annotations"].get("org.conda.layer.packages").is_some())
+        .expect("a grouped layer");
+    assert_eq!(group["annotations"]["org.conda.layer.prefix"], "/opt/conda");
+    assert_eq!(
+        group["annotations"]["org.conda.layer.packages"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .count(),
+        grouped
+    );
+    assert!(env.stowage(&["verify"]).status.success());
+
+    let podman = Podman::new(env.dir.path());
+    let (var, value) = podman.env();
+    let stdout = tools::stowage_ok(
+        &env.store(),
+        &[
+            "run",
+            "factored/big:1",
+            "--into",
+            "podman",
+            "--",
+            "sh",
+            "-c",
+            "ls /opt/conda/bin | wc -l; pkg139; pkg000",
+        ],
+        &[(var, &value)],
+    );
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next().map(str::trim), Some("140"), "{stdout}");
+    assert!(
+        stdout.contains("pkg139 runs from /opt/conda")
+            && stdout.contains("pkg000 runs from /opt/conda"),
+        "{stdout}"
+    );
+}
