@@ -1,28 +1,41 @@
 //! Names the code that decides a factored layer's bytes, so that the store's layer
 //! cache (src/factored/layer_cache.rs) never hands out a layer another build of
 //! stowage made: the version alone does not change between two git builds.
+//!
+//! Every file under `src/factored/` is hashed, found by walking the folder (a hand-kept
+//! list went stale silently when a file was added or moved), with the lock file that
+//! pins the compressors. A change to `ensure` or `assemble` also changes the key: a
+//! needless rebuild of cached layers, never a stale one.
+
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-/// What `install_package` runs to turn a package into a layer, and the lock file that
-/// pins the compressors.
-const LAYER_CODE: &[&str] = &[
-    "Cargo.lock",
-    "src/factored/install.rs",
-    "src/factored/layer_tar.rs",
-    "src/factored/metadata.rs",
-    "src/factored/noarch.rs",
-    "src/factored/package.rs",
-    "src/factored/placeholder.rs",
-    "src/factored/record.rs",
-    "src/factored/staging.rs",
-];
+const LAYER_CODE_DIR: &str = "src/factored";
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
 
 fn main() {
+    let mut files = vec![PathBuf::from("Cargo.lock")];
+    files_under(Path::new(LAYER_CODE_DIR), &mut files);
+    files[1..].sort();
+    println!("cargo:rerun-if-changed={LAYER_CODE_DIR}");
     let mut hasher = Sha256::new();
-    for path in LAYER_CODE {
-        println!("cargo:rerun-if-changed={path}");
-        hasher.update(path.as_bytes());
+    for path in &files {
+        println!("cargo:rerun-if-changed={}", path.display());
+        hasher.update(path.to_string_lossy().as_bytes());
         // A source package may come without Cargo.lock: then the version stands in.
         if let Ok(text) = std::fs::read(path) {
             hasher.update(&text);
