@@ -15,6 +15,7 @@ mod graph;
 mod ingest;
 mod layout;
 mod lock;
+mod partials;
 mod refs;
 mod verify;
 
@@ -28,7 +29,7 @@ pub use atomic::{write_atomic, write_replace};
 pub use blob::BlobReader;
 pub use digest::{hash_file, parse_digest, sha256_of, Hasher};
 pub use error::StoreError;
-pub use gc::{GcReport, Usage};
+pub use gc::{GcReport, Usage, PARTIALS_OLDER_THAN};
 pub use graph::{children, is_graph_type, MANIFEST_LIMIT};
 pub use ingest::{Committed, Ingest, RangeSet};
 pub use lock::FileLock;

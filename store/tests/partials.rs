@@ -1,12 +1,14 @@
-//! What a failed ingest leaves behind: a discarded one nothing. Lock files can go
-//! while waited on.
+//! What a failed ingest leaves behind: a discarded one nothing, an interrupted one its
+//! partial, which gc sweeps once nobody writes it and it has been left alone long
+//! enough. Lock files can go while waited on.
 
-use std::fs;
+use std::fs::{self, File};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use stowage_store::{sha256_of, FileLock, Store, StoreError};
+use stowage_store::{sha256_of, Digest, FileLock, Store, StoreError};
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -22,6 +24,45 @@ fn ingest_files(store: &Store) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The three files an ingest of `digest` may keep.
+fn files_of(store: &Store, digest: &Digest) -> Vec<PathBuf> {
+    ["partial", "json", "lock"]
+        .iter()
+        .map(|ext| {
+            store
+                .root()
+                .join("ingest")
+                .join(format!("sha256-{}.{ext}", digest.digest()))
+        })
+        .collect()
+}
+
+fn bytes_of(paths: &[PathBuf]) -> u64 {
+    paths.iter().map(|p| fs::metadata(p).unwrap().len()).sum()
+}
+
+fn age(paths: &[PathBuf], by: Duration) {
+    let then = SystemTime::now() - by;
+    for path in paths {
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+    }
+}
+
+/// Starts an ingest of `bytes`, writes the first half and leaves it, as an
+/// interrupted pull does.
+fn interrupted(store: &Store, bytes: &[u8]) -> Digest {
+    let digest = sha256_of(bytes);
+    let ingest = store.ingest(&digest, bytes.len() as u64).unwrap().unwrap();
+    ingest.write_at(0, &bytes[..bytes.len() / 2]).unwrap();
+    drop(ingest);
+    digest
 }
 
 #[test]
@@ -96,4 +137,73 @@ fn a_discarded_ingest_leaves_nothing_in_ingest() {
     store.put_as(&digest, &bytes).unwrap();
     assert!(store.has(&digest));
     assert_eq!(ingest_files(&store), Vec::<String>::new(), "after a commit");
+}
+
+#[test]
+fn gc_sweeps_partials_nobody_writes_once_left_alone_long_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let idle = interrupted(&store, &data(1 << 20, 1));
+    let idle_files = files_of(&store, &idle);
+    let idle_bytes = bytes_of(&idle_files);
+    assert!(idle_bytes > 512 << 10, "{idle_bytes}");
+
+    // Another one whose writer is still at it (another process's `ingest`, say).
+    let busy_bytes = data(1 << 20, 2);
+    let busy = sha256_of(&busy_bytes);
+    let writer = store
+        .ingest(&busy, busy_bytes.len() as u64)
+        .unwrap()
+        .unwrap();
+    writer.write_at(0, &busy_bytes[..1000]).unwrap();
+    age(&files_of(&store, &busy), Duration::from_secs(7200));
+
+    // Fresh: kept by the default threshold (an interrupted pull retried resumes).
+    let report = store.gc(&[], false).unwrap();
+    assert_eq!(report.partials_removed, 0);
+    assert!(idle_files.iter().all(|p| p.exists()));
+
+    // A dry run counts it and removes nothing.
+    let dry = store.gc_with(&[], true, Duration::ZERO).unwrap();
+    assert_eq!(
+        (dry.partials_removed, dry.partial_bytes_freed),
+        (1, idle_bytes)
+    );
+    assert!(idle_files.iter().all(|p| p.exists()));
+
+    // Zero: every idle partial, never one whose lock is held.
+    let report = store.gc_with(&[], false, Duration::ZERO).unwrap();
+    assert_eq!(
+        (report.partials_removed, report.partial_bytes_freed),
+        (1, idle_bytes)
+    );
+    assert!(
+        idle_files.iter().all(|p| !p.exists()),
+        "{:?}",
+        ingest_files(&store)
+    );
+    assert!(files_of(&store, &busy).iter().all(|p| p.exists()));
+    writer.write_at(1000, &busy_bytes[1000..]).unwrap();
+    writer.commit().unwrap();
+    assert!(store.has(&busy));
+
+    // Left alone for two hours, its writer gone: swept by the default threshold. So is
+    // an empty lock file an older stowage left after a refused import.
+    let stale = interrupted(&store, &data(300 << 10, 3));
+    let stale_files = files_of(&store, &stale);
+    let stale_bytes = bytes_of(&stale_files);
+    let lonely = store
+        .root()
+        .join("ingest")
+        .join(format!("sha256-{}.lock", "ab".repeat(32)));
+    File::create(&lonely).unwrap();
+    age(&stale_files, Duration::from_secs(7200));
+    age(&[lonely], Duration::from_secs(7200));
+    let report = store.gc(&[], false).unwrap();
+    assert_eq!(
+        (report.partials_removed, report.partial_bytes_freed),
+        (2, stale_bytes)
+    );
+    assert_eq!(ingest_files(&store), Vec::<String>::new());
+    store.verify(None).unwrap();
 }
