@@ -1,6 +1,6 @@
 //! What a failed ingest leaves behind: a discarded one nothing, an interrupted one its
 //! partial, which gc sweeps once nobody writes it and it has been left alone long
-//! enough. Lock files can go while waited on.
+//! enough. Lock files can go while waited on; `oci-layout` is read with suspicion.
 
 use std::fs::{self, File};
 use std::path::PathBuf;
@@ -206,4 +206,52 @@ fn gc_sweeps_partials_nobody_writes_once_left_alone_long_enough() {
     );
     assert_eq!(ingest_files(&store), Vec::<String>::new());
     store.verify(None).unwrap();
+}
+
+#[test]
+fn a_symlinked_oci_layout_is_refused_without_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret.json");
+    fs::write(&secret, r#"{"imageLayoutVersion":"SECRET-TOKEN-123"}"#).unwrap();
+    let root = dir.path().join("store");
+    fs::create_dir(&root).unwrap();
+    std::os::unix::fs::symlink(&secret, root.join("oci-layout")).unwrap();
+    let message = Store::open(&root).unwrap_err().to_string();
+    assert!(!message.contains("SECRET"), "{message}");
+    assert!(
+        message.contains(&root.join("oci-layout").display().to_string())
+            && message.contains("symbolic link"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_malformed_oci_layout_is_shown_as_a_short_escaped_excerpt() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in [
+        ("string", format!("\"\x1b[31m{}\"", "A".repeat(3000))),
+        (
+            "version",
+            format!("{{\"imageLayoutVersion\":\"9.\x1b]{}\"}}", "B".repeat(3000)),
+        ),
+    ] {
+        let root = dir.path().join(name);
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("oci-layout"), content).unwrap();
+        let message = Store::open(&root).unwrap_err().to_string();
+        assert!(message.len() < 300, "{} bytes: {message}", message.len());
+        assert!(!message.contains('\x1b'), "{message:?}");
+        assert!(message.contains("\\u{1b}"), "{message}");
+    }
+    // Not a regular file: refused without blocking on it.
+    let root = dir.path().join("fifo");
+    fs::create_dir(&root).unwrap();
+    let fifo = root.join("oci-layout");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let message = Store::open(&root).unwrap_err().to_string();
+    assert!(message.contains("not a regular file"), "{message}");
 }
