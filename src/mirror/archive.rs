@@ -11,6 +11,7 @@
 //!   import added are removed again, so the store is left as it was.
 
 mod closure;
+mod declared;
 mod export;
 mod import;
 mod paths;
@@ -170,6 +171,18 @@ pub enum ArchiveError {
         source_name: String,
         what: &'static str,
         detail: String,
+    },
+
+    /// A blob entry's size is not the one the layout declares for that blob (or the
+    /// one of the copy already stored), so it cannot be that blob.
+    #[error("archive entry {path} holds {found} bytes, but {by} says blob {digest} is {declared} bytes; refusing the archive")]
+    EntrySize {
+        digest: Digest,
+        path: String,
+        found: u64,
+        /// Where the size it should have comes from.
+        by: String,
+        declared: u64,
     },
 }
 

@@ -1,15 +1,20 @@
 //! Garbage collection and disk usage: keep what refs (and extra roots such as a
-//! lockfile's images) reach, sweep the rest.
+//! lockfile's images) reach, sweep the rest, and partial ingests nobody is writing.
 
 use std::collections::HashSet;
 use std::fs;
+use std::time::Duration;
 
 use oci_spec::image::{Descriptor, Digest};
 
 use crate::error::{IoContext, StoreError};
 use crate::graph::reach;
 use crate::lock::FileLock;
+use crate::partials;
 use crate::Store;
+
+/// How long a partial ingest must have been left alone before [`Store::gc`] sweeps it.
+pub const PARTIALS_OLDER_THAN: Duration = Duration::from_secs(60 * 60);
 
 /// What `gc` removed (or would remove, on a dry run).
 #[derive(Debug, Default)]
@@ -17,6 +22,10 @@ pub struct GcReport {
     pub kept: usize,
     pub removed: Vec<Digest>,
     pub bytes_freed: u64,
+    /// Partial ingests swept: idle (nobody holds their lock) and unchanged for long.
+    pub partials_removed: usize,
+    /// Bytes of their files.
+    pub partial_bytes_freed: u64,
 }
 
 /// How much room a store takes.
@@ -31,9 +40,23 @@ pub struct Usage {
 }
 
 impl Store {
+    /// Removes every blob that no ref and no `extra_roots` descriptor reaches, and the
+    /// partial ingests left alone for [`PARTIALS_OLDER_THAN`]; see [`Store::gc_with`].
+    pub fn gc(&self, extra_roots: &[Descriptor], dry_run: bool) -> Result<GcReport, StoreError> {
+        self.gc_with(extra_roots, dry_run, PARTIALS_OLDER_THAN)
+    }
+
     /// Removes every blob that no ref and no `extra_roots` descriptor reaches. Waits for
     /// every lease (pulls in progress) to end first, and holds the refs lock throughout.
-    pub fn gc(&self, extra_roots: &[Descriptor], dry_run: bool) -> Result<GcReport, StoreError> {
+    /// Also removes each partial ingest whose lock nobody holds (a writer outside any
+    /// lease, such as `ingest`, holds it) and whose files are unchanged for
+    /// `partials_older_than` (zero: every idle one).
+    pub fn gc_with(
+        &self,
+        extra_roots: &[Descriptor],
+        dry_run: bool,
+        partials_older_than: Duration,
+    ) -> Result<GcReport, StoreError> {
         let _gc = FileLock::exclusive(&self.layout().gc_lock())?;
         let _refs = self.refs_lock()?;
         let mut roots: Vec<(String, Descriptor)> = self
@@ -59,6 +82,9 @@ impl Store {
             report.bytes_freed += size;
             report.removed.push(digest);
         }
+        let swept = partials::sweep(&self.layout().ingest_dir(), partials_older_than, dry_run)?;
+        report.partials_removed = swept.ingests;
+        report.partial_bytes_freed = swept.bytes;
         Ok(report)
     }
 

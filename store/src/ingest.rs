@@ -428,7 +428,8 @@ impl Ingest {
         // partial no later ingest could open for writing).
         fs::set_permissions(&target, fs::Permissions::from_mode(0o444)).at(&target)?;
         remove_if_exists(&self.layout.ingest_sidecar(&self.digest))?;
-        // Removed while still held: a waiter on the old inode finds the blob present.
+        // Removed while still held: a waiter on the old inode locks the path anew, and
+        // finds the blob present.
         remove_if_exists(&self.layout.ingest_lock(&self.digest))?;
         tracing::debug!(digest = %self.digest, size = self.size, "committed");
         Ok(Committed {
@@ -437,15 +438,18 @@ impl Ingest {
         })
     }
 
-    /// Deletes the partial data and its sidecar.
+    /// Deletes the partial data, its sidecar and its lock file.
     pub fn abort(mut self) -> Result<(), StoreError> {
         self.finished = true;
         self.discard()
     }
 
+    /// Leaves nothing of this ingest in `ingest/`. The lock file goes while still held:
+    /// a waiter on it finds the path gone once it holds the lock, and starts anew.
     fn discard(&self) -> Result<(), StoreError> {
         remove_if_exists(&self.layout.ingest_sidecar(&self.digest))?;
-        remove_if_exists(&self.layout.ingest_data(&self.digest))
+        remove_if_exists(&self.layout.ingest_data(&self.digest))?;
+        remove_if_exists(&self.layout.ingest_lock(&self.digest))
     }
 
     fn too_long(&self) -> StoreError {

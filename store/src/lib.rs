@@ -15,6 +15,7 @@ mod graph;
 mod ingest;
 mod layout;
 mod lock;
+mod partials;
 mod refs;
 mod verify;
 
@@ -28,7 +29,7 @@ pub use atomic::{write_atomic, write_replace};
 pub use blob::BlobReader;
 pub use digest::{hash_file, parse_digest, sha256_of, Hasher};
 pub use error::StoreError;
-pub use gc::{GcReport, Usage};
+pub use gc::{GcReport, Usage, PARTIALS_OLDER_THAN};
 pub use graph::{children, is_graph_type, MANIFEST_LIMIT};
 pub use ingest::{Committed, Ingest, RangeSet};
 pub use lock::FileLock;
@@ -55,7 +56,7 @@ impl Store {
         fs::create_dir_all(&root).at(&root)?;
         let layout = Layout::new(root);
         let marker = layout.oci_layout();
-        match fs::read(&marker) {
+        match read_layout_marker(&marker) {
             Ok(bytes) => check_layout_marker(&marker, &bytes)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // Only entries a store itself makes: another process may be creating
@@ -72,6 +73,18 @@ impl Store {
                 }
                 let json = format!("{{\"imageLayoutVersion\":\"{LAYOUT_VERSION}\"}}");
                 atomic::write_atomic(&marker, json.as_bytes())?;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(StoreError::NotALayout {
+                    path: marker,
+                    reason: "oci-layout is a symbolic link; it must be a regular file".into(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(StoreError::NotALayout {
+                    path: marker,
+                    reason: format!("oci-layout {e}"),
+                })
             }
             Err(e) => return Err(e).at(&marker),
         }
@@ -244,27 +257,67 @@ fn is_layout_entry(name: &str) -> bool {
     ) || name.starts_with(".tmp-")
 }
 
+/// The largest `oci-layout` read (stowage's is 30 bytes).
+const MARKER_LIMIT: u64 = 4096;
+
+/// Reads the `oci-layout` file without following a symbolic link (`ELOOP`) or waiting
+/// on a FIFO; anything but a regular file of at most [`MARKER_LIMIT`] bytes is
+/// `InvalidData`.
+fn read_layout_marker(path: &Path) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "is not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MARKER_LIMIT + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MARKER_LIMIT {
+        let detail = format!("is larger than {MARKER_LIMIT} bytes");
+        return Err(io::Error::new(io::ErrorKind::InvalidData, detail));
+    }
+    Ok(bytes)
+}
+
 fn check_layout_marker(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    #[derive(serde::Deserialize)]
-    struct Marker {
-        #[serde(rename = "imageLayoutVersion")]
-        version: String,
-    }
-    let marker: Marker = serde_json::from_slice(bytes).map_err(|source| StoreError::Json {
+    let version = serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v["imageLayoutVersion"].as_str().map(str::to_string));
+    let reason = match version {
+        Some(v) if v.starts_with("1.") => return Ok(()),
+        Some(v) => format!(
+            "imageLayoutVersion {} (expected {LAYOUT_VERSION})",
+            excerpt(v.as_bytes())
+        ),
+        None => format!(
+            "oci-layout is not {{\"imageLayoutVersion\": \"...\"}}: it starts {}",
+            excerpt(bytes)
+        ),
+    };
+    Err(StoreError::NotALayout {
         path: path.to_path_buf(),
-        what: "oci-layout",
-        source,
-    })?;
-    if !marker.version.starts_with("1.") {
-        return Err(StoreError::NotALayout {
-            path: path.to_path_buf(),
-            reason: format!(
-                "imageLayoutVersion {} (expected {LAYOUT_VERSION})",
-                marker.version
-            ),
-        });
+        reason,
+    })
+}
+
+/// At most the first 40 characters of untrusted `bytes`, quoted and escaped, for an
+/// error message (a terminal shown them must not be sent control sequences, and a
+/// file read by mistake must not be shown whole).
+pub fn excerpt(bytes: &[u8]) -> String {
+    const SHOWN: usize = 40;
+    let text = String::from_utf8_lossy(bytes);
+    let mut shown: String = text.chars().take(SHOWN).collect();
+    let cut = shown.len() < text.len();
+    shown = format!("{shown:?}");
+    if cut {
+        shown.push_str(" (cut)");
     }
-    Ok(())
+    shown
 }
 
 impl Store {

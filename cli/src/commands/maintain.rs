@@ -1,11 +1,12 @@
 //! Store upkeep: `verify`, `gc`, `du` and `ls`.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use indicatif::HumanBytes;
 use serde_json::json;
-use stowage::store::{parse_digest, Store};
+use stowage::store::{parse_digest, Store, PARTIALS_OLDER_THAN};
 
 use super::Output;
 
@@ -24,6 +25,10 @@ pub struct GcArgs {
     /// Report what would be removed, remove nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Also remove partial ingests nobody is writing (their lock is free) that have not
+    /// changed for S seconds (0: every idle one).
+    #[arg(long, value_name = "S", default_value_t = PARTIALS_OLDER_THAN.as_secs())]
+    partials_older_than: u64,
 }
 
 pub fn verify(store: &Store, args: &VerifyArgs, out: &Output) -> anyhow::Result<ExitCode> {
@@ -80,23 +85,28 @@ pub fn verify(store: &Store, args: &VerifyArgs, out: &Output) -> anyhow::Result<
 }
 
 pub fn gc(store: &Store, args: &GcArgs, out: &Output) -> anyhow::Result<ExitCode> {
-    let report = store.gc(&[], args.dry_run)?;
+    let older_than = Duration::from_secs(args.partials_older_than);
+    let report = store.gc_with(&[], args.dry_run, older_than)?;
     let verb = if args.dry_run {
         "would remove"
     } else {
         "removed"
     };
     out.line(format!(
-        "{verb} {} blobs, {} ({} kept)",
+        "{verb} {} blobs, {} ({} kept), and {} idle partial ingests, {}",
         report.removed.len(),
         HumanBytes(report.bytes_freed),
-        report.kept
+        report.kept,
+        report.partials_removed,
+        HumanBytes(report.partial_bytes_freed),
     ));
     out.json(json!({
         "dry_run": args.dry_run,
         "removed": report.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "bytes_freed": report.bytes_freed,
         "kept": report.kept,
+        "partials_removed": report.partials_removed,
+        "partial_bytes_freed": report.partial_bytes_freed,
     }));
     Ok(ExitCode::SUCCESS)
 }

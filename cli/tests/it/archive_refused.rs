@@ -1,11 +1,14 @@
 //! Archives `stowage import` refuses (a flipped byte, a truncated blob, an entry that
-//! escapes the root) leave the target store as it was, and a blob that rotted in the
-//! store stops `stowage export` before anything is written.
+//! escapes the root, a gzip bomb) leave the target store as it was, and a blob that
+//! rotted in the store stops `stowage export` before anything is written.
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::support::archive_check::{
     assert_no_temp_files, dir_blobs, fails, listed, ok, path_str, pulled, tar_entries, TarEntry,
@@ -165,4 +168,140 @@ fn a_blob_that_rotted_in_the_store_stops_the_export() {
         assert!(!out.exists(), "{} was written", out.display());
     }
     assert_no_temp_files(&work);
+}
+
+/// What a small gzip archive whose one layer entry decompresses to this much claims.
+const BOMB: u64 = 4 << 30;
+
+/// A `.tar.gz` OCI layout: oci-layout, index.json, the manifest, the config, then a
+/// layer entry whose tar header (and data, all zeros) says [`BOMB`] bytes while the
+/// manifest says the layer is 11 bytes. Zeros are streamed through the gzip encoder;
+/// the archive is a few MiB. Returns the layer's digest.
+fn gzip_bomb(path: &Path) -> String {
+    let layer = sha256_digest(b"small layer");
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_digest = sha256_digest(config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest.to_string(),
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": layer.to_string(),
+            "size": 11,
+        }],
+    }))
+    .unwrap();
+    let manifest_digest = sha256_digest(&manifest);
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest.to_string(),
+            "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "bomb:1"},
+        }],
+    }))
+    .unwrap();
+    let gzip = flate2::write::GzEncoder::new(
+        io::BufWriter::new(fs::File::create(path).unwrap()),
+        flate2::Compression::default(),
+    );
+    let mut builder = tar::Builder::new(gzip);
+    let blob = |digest: &stowage::store::Digest| format!("blobs/sha256/{}", digest.digest());
+    let small: [(String, &[u8]); 4] = [
+        ("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#),
+        ("index.json".into(), &index),
+        (blob(&manifest_digest), &manifest),
+        (blob(&config_digest), config),
+    ];
+    for (name, data) in small {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, name, data).unwrap();
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_size(BOMB);
+    header.set_mode(0o644);
+    builder
+        .append_data(&mut header, blob(&layer), io::repeat(0).take(BOMB))
+        .unwrap();
+    builder.into_inner().unwrap().finish().unwrap();
+    layer.to_string()
+}
+
+/// Bytes of every file under `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => bytes_under(&e.path()),
+                _ => e.metadata().map_or(0, |m| m.len()),
+            })
+            .sum()
+    })
+}
+
+#[test]
+fn a_gzip_bomb_is_refused_before_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.tar.gz");
+    let layer = gzip_bomb(&bomb);
+    let archive_size = fs::metadata(&bomb).unwrap().len();
+    assert!(archive_size < 16 << 20, "{archive_size} bytes");
+    let store = dir.path().join("store");
+    ok(&store, &["du"]);
+    let before = snapshot(&store);
+
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stowage"))
+        .arg("--store")
+        .arg(&store)
+        .args(["--json", "import", path_str(&bomb)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Watched while it runs: what the refused archive puts on the store's disk.
+    let bound = 16 << 20;
+    let mut most = 0;
+    let status = loop {
+        most = most.max(bytes_under(&store));
+        if most > bound {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the import wrote {most} bytes of a blob declared as 11");
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "still running");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let took = started.elapsed();
+    let mut message = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut message)
+        .unwrap();
+    assert!(!status.success());
+    for needle in [layer.as_str(), "holds 4294967296 bytes", "is 11 bytes"] {
+        assert!(message.contains(needle), "{needle} not in: {message}");
+    }
+    assert!(took < Duration::from_secs(10), "refused after {took:?}");
+    assert!(most < 1 << 20, "{most} bytes in the store at most");
+    assert_eq!(snapshot(&store), before, "the store changed");
+    let left: Vec<_> = fs::read_dir(store.join("ingest")).unwrap().collect();
+    assert!(left.is_empty(), "left in ingest/: {left:?}");
+    ok(&store, &["verify"]);
+    eprintln!("{archive_size}-byte bomb refused in {took:?}, at most {most} bytes in the store");
 }

@@ -290,3 +290,66 @@ fn ingesting_one_gib_keeps_peak_memory_under_64_mib() {
         size
     );
 }
+
+#[test]
+fn gc_sweeps_a_killed_ingests_partial_but_never_one_whose_lock_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let size = 8 * MIB;
+    let sent = 3 * MIB;
+    let digest = Stream::digest(9, size);
+    let gc = |older_than: &str| {
+        let output = stowage(&store)
+            .args(["gc", "--partials-older-than", older_than])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "gc failed");
+        json_of(&output.stdout)
+    };
+
+    // An `ingest` killed part way: its partial, sidecar and lock stay behind.
+    let mut child = ingest_cmd(&store, &digest, size)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    Stream::each_block(9, sent, |b| stdin.write_all(b).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partial_len(&store) < sent {
+        assert!(
+            Instant::now() < deadline,
+            "the child never wrote {sent} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+
+    // A writer outside any lease (another tool on the store) holds its lock.
+    let hex = digest.trim_start_matches("sha256:");
+    let lock = std::fs::File::open(store.join(format!("ingest/sha256-{hex}.lock"))).unwrap();
+    lock.lock().unwrap();
+    let report = gc("0");
+    assert_eq!(report["partials_removed"], 0, "{report}");
+    assert_eq!(
+        partial_len(&store),
+        sent,
+        "gc touched a partial being written"
+    );
+    drop(lock);
+
+    // Idle now, but fresh: the default keeps it for a resume; 0 sweeps it.
+    let report = gc("3600");
+    assert_eq!(report["partials_removed"], 0, "{report}");
+    let report = gc("0");
+    assert_eq!(report["partials_removed"], 1, "{report}");
+    let freed = report["partial_bytes_freed"].as_u64().unwrap();
+    assert!((sent..sent + 4096).contains(&freed), "{report}");
+    let left: Vec<_> = std::fs::read_dir(store.join("ingest"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in ingest/: {left:?}");
+}

@@ -4,6 +4,12 @@
 //! image is whole. A tar is read once, front to back: blobs may come before index.json,
 //! and nothing bigger than index.json is held in memory.
 //!
+//! Each blob is bounded by its size: no more than its tar entry's declared size is
+//! read (one byte past it refuses the blob), and an entry whose size differs from the
+//! one a descriptor already met declares for it ([`super::declared`]), or from the
+//! copy the store holds, is refused before any of it is written. A blob that comes
+//! before every descriptor naming it is checked against them once they arrive.
+//!
 //! On any failure the blobs this import added are removed again (blobs the store held
 //! before stay, and so does any blob a ref reaches by then), so the store is left as
 //! it was.
@@ -16,9 +22,13 @@ use std::time::Instant;
 
 use oci_spec::image::ImageIndex;
 
-use crate::store::{Descriptor, Digest, Store, StoreError, REF_NAME_ANNOTATION};
+use crate::store::{
+    children, excerpt, Descriptor, Digest, Store, StoreError, MANIFEST_LIMIT, REF_NAME_ANNOTATION,
+};
 
 use super::closure::needed;
+use super::declared::Declared;
+use super::paths::blob_path;
 use super::source::{decompressed, read_dir, read_tar};
 use super::{ArchiveError, Format, IoAt};
 
@@ -99,6 +109,7 @@ fn run(
         bytes_added: 0,
         present: 0,
         index: None,
+        declared: Declared::default(),
         layout_marker: false,
     };
     let result = read(&mut importer).and_then(|()| importer.finish());
@@ -131,7 +142,9 @@ pub(super) struct Importer<'a> {
     added: Vec<Digest>,
     bytes_added: u64,
     present: usize,
-    pub(super) index: Option<Vec<u8>>,
+    index: Option<Vec<u8>>,
+    /// The sizes descriptors met so far give blobs.
+    declared: Declared,
     layout_marker: bool,
 }
 
@@ -188,8 +201,76 @@ impl Importer<'_> {
             None => Err(ArchiveError::Malformed {
                 source_name: self.source_name.clone(),
                 what: "oci-layout",
-                detail: String::from_utf8_lossy(bytes).into_owned(),
+                detail: format!("it starts {}", excerpt(bytes)),
             }),
+        }
+    }
+
+    /// Keeps index.json for the end, and learns the sizes its entries declare.
+    pub(super) fn index(&mut self, bytes: Vec<u8>) -> Result<(), ArchiveError> {
+        // A malformed one is refused, naming the error, once the archive is read.
+        let entries = children(&bytes).unwrap_or_default();
+        self.index = Some(bytes);
+        self.learn(entries, "index.json".to_string())
+    }
+
+    /// Learns the sizes `descriptors` (found in `by`) declare. A blob already in that
+    /// differs is refused now; a manifest already in teaches its own children.
+    fn learn(&mut self, descriptors: Vec<Descriptor>, by: String) -> Result<(), ArchiveError> {
+        let mut work = vec![(descriptors, by)];
+        while let Some((descriptors, by)) = work.pop() {
+            for (digest, declared) in self.declared.learn(descriptors, &by) {
+                if !self.seen.contains(&digest) {
+                    continue;
+                }
+                let Some(found) = self.store.stat(&digest)? else {
+                    continue;
+                };
+                if found != declared.size {
+                    return Err(ArchiveError::EntrySize {
+                        path: blob_path(&digest),
+                        digest,
+                        found,
+                        by: declared.by,
+                        declared: declared.size,
+                    });
+                }
+                if declared.graph {
+                    work.push((self.children_of(&digest), format!("manifest {digest}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The descriptors a stored manifest or index holds; none when it cannot be read
+    /// (the check of the images at the end reports why).
+    fn children_of(&self, digest: &Digest) -> Vec<Descriptor> {
+        self.store
+            .read_blob(digest, MANIFEST_LIMIT)
+            .ok()
+            .and_then(|bytes| children(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Refuses an entry whose size is not the declared one, or the stored copy's.
+    fn check_size(&self, digest: &Digest, path: &str, size: u64) -> Result<(), ArchiveError> {
+        let expected = match self.declared.get(digest) {
+            Some(declared) => Some((declared.size, declared.by.clone())),
+            None => self
+                .store
+                .stat(digest)?
+                .map(|stored| (stored, "the copy already in the store".to_string())),
+        };
+        match expected {
+            Some((declared, by)) if declared != size => Err(ArchiveError::EntrySize {
+                digest: digest.clone(),
+                path: path.to_string(),
+                found: size,
+                by,
+                declared,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -201,6 +282,7 @@ impl Importer<'_> {
         size: u64,
         source: &mut dyn Read,
     ) -> Result<(), ArchiveError> {
+        self.check_size(digest, path, size)?;
         if !self.seen.insert(digest.clone()) {
             return Ok(());
         }
@@ -229,6 +311,10 @@ impl Importer<'_> {
             Ok(_) => {
                 self.added.push(digest.clone());
                 self.bytes_added += size;
+                if self.declared.get(digest).is_some_and(|d| d.graph) {
+                    let by = format!("manifest {digest}");
+                    self.learn(self.children_of(digest), by)?;
+                }
                 Ok(())
             }
             Err(e @ (StoreError::Mismatch { .. } | StoreError::TooLong { .. })) => {

@@ -67,7 +67,7 @@ pub(super) fn read_tar(
             }
             LayoutPath::Index => {
                 let bytes = importer.read_small(&mut entry, &path, size, MANIFEST_LIMIT)?;
-                importer.index = Some(bytes);
+                importer.index(bytes)?;
             }
             LayoutPath::Blob(digest) => importer.blob(&digest, &path, size, &mut entry)?,
             LayoutPath::Other => {}
@@ -89,7 +89,7 @@ pub(super) fn read_dir(importer: &mut Importer, root: &Path) -> Result<(), Archi
         if name == OCI_LAYOUT {
             importer.layout_marker(&bytes)?;
         } else {
-            importer.index = Some(bytes);
+            importer.index(bytes)?;
         }
     }
     let blobs = root.join("blobs");
