@@ -1,25 +1,18 @@
 //! stowage: a daemonless OCI registry puller and content-addressed layer store.
 //!
-//! The library holds everything; the `stowage` binary is a thin layer over it. The
-//! store itself is the `stowage-store` crate, re-exported here as [`store`].
+//! The library holds everything; the `stowage` binary (crate `stowage-cli`) is a thin
+//! layer over it. The store itself is the `stowage-store` crate, re-exported here as
+//! [`store`]. Data flows one way: [`pinned`] (the embedding API), [`lock`], [`pull`],
+//! [`factored`], [`mirror`] and [`runtime`] call [`registry`] and [`store`]; [`oci`]
+//! holds what they all share. `ARCHITECTURE.md` is the map.
 
 pub use stowage_store as store;
 
-mod bvlock;
-pub mod expect;
 pub mod factored;
-pub mod inspect;
-pub mod layers;
-pub mod lockfile;
-pub mod lockverify;
+pub mod lock;
 pub mod mirror;
-pub mod pin;
-pub mod platform;
-pub mod progress;
+pub mod oci;
+pub mod pinned;
 pub mod pull;
-pub mod reference;
 pub mod registry;
 pub mod runtime;
-pub mod sync;
-pub mod tagcache;
-pub mod verified;

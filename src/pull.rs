@@ -1,21 +1,24 @@
 //! Pull: resolve a reference, choose the platform, plan what the store lacks, fetch
 //! it in parallel into the store, and record the image under its reference.
 
+pub mod expect;
+mod fetch;
+pub mod progress;
+pub mod tagcache;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use oci_spec::image::{Descriptor, ImageManifest};
 use serde::Serialize;
 
-use crate::expect::{Expectations, Mismatch};
-use crate::platform::Platform;
-use crate::progress::ProgressReporter;
-use crate::reference::Reference;
+use crate::oci::platform::Platform;
+use crate::oci::reference::Reference;
+use crate::pull::expect::{Expectations, Mismatch};
+use crate::pull::progress::ProgressReporter;
+use crate::pull::tagcache::TagCache;
 use crate::registry::{BlobOptions, Client, FetchedManifest, ManifestKind, RegistryError};
 use crate::store::{Digest, Store, StoreError, MANIFEST_LIMIT};
-use crate::tagcache::TagCache;
-
-mod fetch;
 
 pub(crate) use fetch::fetch_all;
 

@@ -45,7 +45,7 @@ use serde::Serialize;
 // The CEP draft's manifest annotations are the ones a factored layer carries.
 use super::install::{ANNOTATION_BUILD, ANNOTATION_NAME, ANNOTATION_VERSION};
 use super::package::{CondaPackage, PackageError, PackageFormat};
-use crate::progress::ProgressReporter;
+use crate::pull::progress::ProgressReporter;
 use crate::pull::{fetch_all, PullError, PullOptions};
 use crate::registry::{Client, ManifestKind};
 use crate::store::{Digest, Store, StoreError};

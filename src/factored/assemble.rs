@@ -8,7 +8,7 @@ use oci_spec::image::{ImageConfiguration, MediaType};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use crate::layers::diff_id;
+use crate::oci::layers::diff_id;
 use crate::store::{Descriptor, Digest, Store, StoreError, MANIFEST_LIMIT};
 
 /// One layer to assemble, with the diff_id it must have if the caller knows it.

@@ -17,7 +17,7 @@ use super::install::{
 };
 use super::layer_tar::{anonymous_file, entry_path, prefix_dirs, LayerTarWriter};
 use super::package::{CondaPackage, PackageError};
-use crate::layers::Compression;
+use crate::oci::layers::Compression;
 use crate::store::{Descriptor, Digest, Store, StoreError, MANIFEST_LIMIT};
 
 /// Docker's overlay2 limit is 127; two are left for the runtime's own.
@@ -107,7 +107,7 @@ pub fn factor_with(
         None => (
             RunConfig {
                 os: "linux".into(),
-                architecture: crate::platform::Platform::host().architecture,
+                architecture: crate::oci::platform::Platform::host().architecture,
                 ..RunConfig::default()
             },
             Vec::new(),

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::progress::ProgressReporter;
+use crate::oci::reference::Reference;
+use crate::pull::progress::ProgressReporter;
 use crate::pull::{fetch_all, PullError, PullOptions};
-use crate::reference::Reference;
 use crate::registry::Client;
 use crate::store::{Descriptor, Store};
 

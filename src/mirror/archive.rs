@@ -20,7 +20,7 @@ mod source;
 
 use std::path::PathBuf;
 
-use crate::lockfile::LockfileError;
+use crate::lock::lockfile::LockfileError;
 use crate::store::{Digest, StoreError};
 
 pub use closure::Needed;

@@ -16,7 +16,7 @@ use oci_client::{Client as PushClient, Reference as PushReference, RegistryOpera
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 
-use crate::reference::Reference;
+use crate::oci::reference::Reference;
 use crate::registry::{Credentials, FetchedManifest};
 use crate::store::{
     children, is_graph_type, Descriptor, Digest, Store, StoreError, MANIFEST_LIMIT,

@@ -7,8 +7,8 @@ use oci_spec::image::Descriptor;
 use tokio::task::JoinSet;
 
 use super::{PullError, PullOptions};
-use crate::progress::ProgressReporter;
-use crate::reference::Reference;
+use crate::oci::reference::Reference;
+use crate::pull::progress::ProgressReporter;
 use crate::registry::{wait_for_fetch, Client};
 use crate::store::Store;
 

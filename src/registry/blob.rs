@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 
 use super::low_speed::SpeedWindow;
 use super::{Client, RegistryError};
-use crate::reference::Reference;
+use crate::oci::reference::Reference;
 use crate::store::{Committed, Descriptor, Ingest};
 
 /// How blobs are split into ranges.

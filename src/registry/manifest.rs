@@ -6,7 +6,7 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 
 use super::body::{read_limited, BodyError};
 use super::{Client, RegistryError};
-use crate::reference::Reference;
+use crate::oci::reference::Reference;
 use crate::store::{parse_digest, Digest, Hasher, MANIFEST_LIMIT};
 
 /// Every manifest type stowage can pull, for the Accept header.

@@ -16,7 +16,7 @@ use std::io::{self, Read, Write};
 use serde_json::json;
 
 use super::StoredImage;
-use crate::layers::Compression;
+use crate::oci::layers::Compression;
 use crate::store::{Descriptor, Digest, Hasher, Store, StoreError, REF_NAME_ANNOTATION};
 
 /// Why an image could not be archived.

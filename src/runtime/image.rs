@@ -3,8 +3,8 @@
 
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 
-use crate::platform::Platform;
-use crate::reference::Reference;
+use crate::oci::platform::Platform;
+use crate::oci::reference::Reference;
 use crate::registry::{FetchedManifest, ManifestKind};
 use crate::store::{parse_digest, Descriptor, Digest, Store, StoreError, MANIFEST_LIMIT};
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use indicatif::HumanBytes;
 use serde_json::json;
-use stowage::lockfile::read_pins;
+use stowage::lock::lockfile::read_pins;
 use stowage::mirror::archive::{self, ExportReport, Format, ImportReport};
 use stowage::store::Store;
 

@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 use stowage::mirror::copy::{copy as copy_image, CopyReport, PushOptions};
+use stowage::oci::reference::Reference;
 use stowage::pull::{pull, PullOptions};
-use stowage::reference::Reference;
 use stowage::store::Store;
 
 use super::pull::{progress_for, runtime, BlobArgs, RegistryArgs};

@@ -12,9 +12,9 @@ use serde_json::json;
 use stowage::factored::artifact::{fetch_packages, PackageSource};
 use stowage::factored::assemble::{assemble_image, base_image, AssembleLayer, RunConfig};
 use stowage::factored::ensure::{ensure_layers, EnsureReport};
-use stowage::lockfile::read_pins;
+use stowage::lock::lockfile::read_pins;
+use stowage::oci::reference::Reference;
 use stowage::pull::PullOptions;
-use stowage::reference::Reference;
 use stowage::store::{parse_digest, Descriptor, MediaType, Store};
 
 use super::pull::{progress_for, runtime, BlobArgs, RegistryArgs};
@@ -151,7 +151,7 @@ pub fn assemble(store: &Store, args: &AssembleArgs, out: &Output) -> anyhow::Res
         None => (
             RunConfig {
                 os: "linux".into(),
-                architecture: stowage::platform::Platform::host().architecture,
+                architecture: stowage::oci::platform::Platform::host().architecture,
                 ..RunConfig::default()
             },
             Vec::new(),

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use stowage::lockfile::{read_lockfile, read_pins, Lockfile};
-use stowage::platform::Platform;
+use stowage::lock::lockfile::{read_lockfile, read_pins, Lockfile};
+use stowage::oci::platform::Platform;
+use stowage::oci::reference::Reference;
 use stowage::pull::PullOptions;
-use stowage::reference::Reference;
 use stowage::store::Store;
 
 use super::pull::{progress_for, runtime, BlobArgs, RegistryArgs};
@@ -60,7 +60,7 @@ pub fn lock(args: &LockArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let registries: Vec<&str> = registries.iter().map(String::as_str).collect();
     let client = args.registry.client(&registries)?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
-    let moved = runtime()?.block_on(stowage::pin::lock(
+    let moved = runtime()?.block_on(stowage::lock::resolve::lock(
         &client,
         &mut lockfile,
         &references,
@@ -118,21 +118,23 @@ pub fn sync(store: &Store, args: &SyncArgs, out: &Output) -> anyhow::Result<Exit
         blobs: args.blobs.options(),
         ..PullOptions::default()
     };
-    let report = runtime().context("sync")?.block_on(stowage::sync::sync(
-        client,
-        store,
-        &pins,
-        &options,
-        progress_for(out),
-    ));
+    let report = runtime()
+        .context("sync")?
+        .block_on(stowage::lock::sync::sync(
+            client,
+            store,
+            &pins,
+            &options,
+            progress_for(out),
+        ));
     for image in &report.images {
         let detail = image
             .detail
             .as_deref()
             .map(|d| format!(": {d}"))
             .unwrap_or_default();
-        let line = format!("{} {}{detail}", image.status, image.name);
-        if image.status == "failed" || image.status == "missing" {
+        let line = format!("{} {}{detail}", image.status.as_str(), image.name);
+        if !image.status.is_whole() {
             out.problem(line);
         } else {
             out.line(line);

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use stowage::expect::Expectations;
-use stowage::platform::Platform;
-use stowage::progress::{ProgressReporter, Silent, TerminalProgress};
+use stowage::oci::platform::Platform;
+use stowage::oci::reference::Reference;
+use stowage::pull::expect::Expectations;
+use stowage::pull::progress::{ProgressReporter, Silent, TerminalProgress};
 use stowage::pull::{pull as pull_image, PullOptions};
-use stowage::reference::Reference;
 use stowage::registry::{
     BlobOptions, Client, ClientConfig, Credentials, LowSpeed, RetryPolicy, Secret,
 };

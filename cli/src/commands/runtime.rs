@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use stowage::lockfile::read_pins;
+use stowage::lock::lockfile::read_pins;
+use stowage::oci::reference::Reference;
 use stowage::pull::{pull as pull_image, PullOptions};
-use stowage::reference::Reference;
 use stowage::runtime::{
     by_name, runtime_name, ContainerRuntime, LoadedImage, RunSpec, RuntimeInfo, StoredImage,
 };
@@ -205,7 +205,7 @@ fn fetch(store: &Store, args: &WarmArgs, out: &Output) -> anyhow::Result<Vec<Wan
         let client = args.registry.client(&registries)?;
         let report = async_runtime()
             .context("sync")?
-            .block_on(stowage::sync::sync(
+            .block_on(stowage::lock::sync::sync(
                 client,
                 store,
                 &pins,
@@ -217,16 +217,17 @@ fn fetch(store: &Store, args: &WarmArgs, out: &Output) -> anyhow::Result<Vec<Wan
             .zip(report.images)
             .map(|(pin, synced)| Wanted {
                 label: pin.name.clone(),
-                store_ref: match synced.status.as_str() {
-                    "present" | "fetched" => pin
-                        .reference
+                store_ref: if synced.status.is_whole() {
+                    pin.reference
                         .parse::<Reference>()
                         .map(|r| r.to_string())
-                        .map_err(|e| e.to_string()),
-                    status => Err(format!(
-                        "{status} in the store{}",
+                        .map_err(|e| e.to_string())
+                } else {
+                    Err(format!(
+                        "{} in the store{}",
+                        synced.status.as_str(),
                         synced.detail.map(|d| format!(": {d}")).unwrap_or_default()
-                    )),
+                    ))
                 },
                 pinned: Some(pin.manifest.as_ref().unwrap_or(&pin.digest).to_string()),
             })

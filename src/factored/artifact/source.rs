@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::ArtifactError;
 use crate::factored::package::PackageFormat;
-use crate::reference::Reference;
+use crate::oci::reference::Reference;
 
 /// One `factor` input: a package file, or a package artifact on a registry.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use oci_spec::image::{Arch, ImageIndex, Os, PlatformBuilder};
 use serde_json::Value;
 
-use crate::lockfile::Pin;
-use crate::platform::Platform;
+use crate::lock::lockfile::Pin;
+use crate::oci::platform::Platform;
 use crate::store::{Descriptor, Digest, MediaType, Store, MANIFEST_LIMIT};
 
 use super::closure::needed;

@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 
-use crate::reference::Reference;
+use crate::oci::reference::Reference;
 use crate::store::{Descriptor, Store, StoreError, StoreRef};
 
 /// The served repositories (a ref's repository path without the registry host) and,

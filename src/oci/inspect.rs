@@ -71,7 +71,7 @@ pub fn inspect(store: &Store, name: &str) -> Result<ImageInfo, InspectError> {
                 .filter_map(|d| {
                     d.platform()
                         .as_ref()
-                        .map(crate::platform::Platform::describe)
+                        .map(crate::oci::platform::Platform::describe)
                 })
                 .collect();
         }

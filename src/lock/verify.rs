@@ -10,10 +10,9 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::layers::{diff_id, LayerError};
-use crate::lockfile::Pin;
+use crate::lock::lockfile::Pin;
+use crate::oci::layers::{diff_id, LayerError};
 use crate::store::{Descriptor, Digest, Store, StoreError, MANIFEST_LIMIT};
-use crate::sync::expectations;
 
 /// Something wrong (or uncheckable) about one image.
 #[derive(Debug, Clone, Serialize)]
@@ -64,7 +63,7 @@ pub fn verify_lock(store: &Store, pins: &[Pin]) -> Result<LockReport, StoreError
             image: pin.name.clone(),
             detail,
         };
-        let manifest_digest = crate::sync::pinned_manifest(store, pin)?;
+        let manifest_digest = crate::lock::sync::pinned_manifest(store, pin)?;
         need(&manifest_digest, &pin.name);
         for layer in &pin.layers {
             need(&layer.digest, &pin.name);
@@ -79,7 +78,7 @@ pub fn verify_lock(store: &Store, pins: &[Pin]) -> Result<LockReport, StoreError
                 continue;
             }
         };
-        if let Err(mismatch) = expectations(pin).check(
+        if let Err(mismatch) = pin.expectations().check(
             &pin.name,
             "the store",
             Some(&pin.digest),

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use oci_spec::image::ImageManifest;
 
-use crate::expect::{Expectations, ExpectedLayer, Mismatch};
-use crate::progress::ProgressReporter;
+use crate::oci::reference::Reference;
+use crate::pull::expect::{Expectations, ExpectedLayer, Mismatch};
+use crate::pull::progress::ProgressReporter;
 use crate::pull::{pull, PullError, PullOptions, PullReport};
-use crate::reference::Reference;
 use crate::registry::Client;
 use crate::store::{Descriptor, Digest, MediaType, Store, StoreError, MANIFEST_LIMIT};
 

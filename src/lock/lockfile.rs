@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::pull::expect::{Expectations, ExpectedLayer};
 use crate::store::{parse_digest, write_atomic, Digest, StoreError};
 
 /// The only `stowage.lock` / `bv.lock` format version this stowage reads and writes.
@@ -77,6 +78,25 @@ pub struct Pin {
     pub platform: Option<String>,
     pub kind: ImageKind,
     pub layers: Vec<LayerPin>,
+}
+
+impl Pin {
+    /// What the registry's (or the store's) manifest must be for this pin.
+    pub fn expectations(&self) -> Expectations {
+        Expectations {
+            digest: Some(self.digest.clone()),
+            manifest: self.manifest.clone(),
+            layers: Some(
+                self.layers
+                    .iter()
+                    .map(|l| ExpectedLayer {
+                        digest: l.digest.clone(),
+                        size: l.size,
+                    })
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// A pinned layer.
@@ -198,7 +218,7 @@ pub fn read_pins(path: &Path) -> Result<Vec<Pin>, LockfileError> {
         None => return Err(malformed("no integer `version` key".into())),
     }
     if value.contains_key("tools") {
-        let bv: crate::bvlock::BvLock =
+        let bv: crate::lock::bvlock::BvLock =
             toml::from_str(&text).map_err(|e| malformed(e.to_string()))?;
         return bv.pins().map_err(|e| malformed(e.to_string()));
     }

@@ -8,22 +8,50 @@ use futures_util::stream::{self, StreamExt};
 
 use serde::Serialize;
 
-use crate::expect::{Expectations, ExpectedLayer};
-use crate::lockfile::Pin;
-use crate::platform::Platform;
-use crate::progress::ProgressReporter;
+use crate::lock::lockfile::Pin;
+use crate::oci::platform::Platform;
+use crate::oci::reference::Reference;
+use crate::pull::progress::ProgressReporter;
 use crate::pull::{pull, PullError, PullOptions};
-use crate::reference::Reference;
 use crate::registry::Client;
 use crate::store::{Descriptor, MediaType, Store, StoreError};
+
+/// Where one pinned image stands after a sync (`--json` writes it in lower case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncStatus {
+    /// Whole in the store already.
+    Present,
+    /// Whole in the store now, some of it fetched.
+    Fetched,
+    /// Not whole in the store (offline: nothing was fetched).
+    Missing,
+    /// The sync of this image failed; `detail` says why.
+    Failed,
+}
+
+impl SyncStatus {
+    /// Whether the image is whole in the store.
+    pub fn is_whole(self) -> bool {
+        matches!(self, Self::Present | Self::Fetched)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Present => "present",
+            Self::Fetched => "fetched",
+            Self::Missing => "missing",
+            Self::Failed => "failed",
+        }
+    }
+}
 
 /// What happened to one pinned image.
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncedImage {
     pub name: String,
     pub reference: String,
-    /// `present`, `fetched`, `missing` (offline) or `failed`.
-    pub status: String,
+    pub status: SyncStatus,
     pub bytes_fetched: u64,
     /// Why it failed or what is missing.
     pub detail: Option<String>,
@@ -39,26 +67,7 @@ pub struct SyncReport {
 impl SyncReport {
     /// Whether every image is in the store.
     pub fn is_complete(&self) -> bool {
-        self.images
-            .iter()
-            .all(|i| i.status == "present" || i.status == "fetched")
-    }
-}
-
-/// What a pin expects of the registry's (or the store's) manifest.
-pub fn expectations(pin: &Pin) -> Expectations {
-    Expectations {
-        digest: Some(pin.digest.clone()),
-        manifest: pin.manifest.clone(),
-        layers: Some(
-            pin.layers
-                .iter()
-                .map(|l| ExpectedLayer {
-                    digest: l.digest.clone(),
-                    size: l.size,
-                })
-                .collect(),
-        ),
+        self.images.iter().all(|i| i.status.is_whole())
     }
 }
 
@@ -101,33 +110,31 @@ async fn sync_entry(
     let mut entry = SyncedImage {
         name: pin.name.clone(),
         reference: pin.reference.clone(),
-        status: String::new(),
+        status: SyncStatus::Failed,
         bytes_fetched: 0,
         detail: None,
     };
     if base.offline {
         match missing_blobs(store, pin) {
-            Ok(missing) if missing.is_empty() => entry.status = "present".into(),
+            Ok(missing) if missing.is_empty() => entry.status = SyncStatus::Present,
             Ok(missing) => {
-                entry.status = "missing".into();
+                entry.status = SyncStatus::Missing;
                 entry.detail = Some(missing.join(", "));
             }
-            Err(e) => {
-                entry.status = "failed".into();
-                entry.detail = Some(e.to_string());
-            }
+            Err(e) => entry.detail = Some(e.to_string()),
         }
         return entry;
     }
     match sync_one(client, store, pin, base, progress).await {
         Ok(fetched) => {
-            entry.status = if fetched > 0 { "fetched" } else { "present" }.into();
+            entry.status = if fetched > 0 {
+                SyncStatus::Fetched
+            } else {
+                SyncStatus::Present
+            };
             entry.bytes_fetched = fetched;
         }
-        Err(e) => {
-            entry.status = "failed".into();
-            entry.detail = Some(e.to_string());
-        }
+        Err(e) => entry.detail = Some(e.to_string()),
     }
     entry
 }
@@ -142,14 +149,14 @@ async fn sync_one(
     let reference: Reference =
         pin.reference
             .parse()
-            .map_err(|e: crate::reference::ReferenceError| {
+            .map_err(|e: crate::oci::reference::ReferenceError| {
                 crate::registry::RegistryError::BadManifest {
                     reference: pin.reference.clone(),
                     detail: e.to_string(),
                 }
             })?;
     let mut options = base.clone();
-    options.expect = expectations(pin);
+    options.expect = pin.expectations();
     if let Some(platform) = &pin.platform {
         if let Ok(platform) = platform.parse::<Platform>() {
             options.platform = platform;

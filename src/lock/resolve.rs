@@ -7,10 +7,10 @@ use crate::factored::install::{
     ANNOTATION_BUILD, ANNOTATION_NAME, ANNOTATION_PACKAGES, ANNOTATION_PREFIX, ANNOTATION_PYTHON,
     ANNOTATION_VERSION,
 };
-use crate::lockfile::{ImageKind, LockedImage, LockedLayer, Lockfile};
-use crate::platform::Platform;
+use crate::lock::lockfile::{ImageKind, LockedImage, LockedLayer, Lockfile};
+use crate::oci::platform::Platform;
+use crate::oci::reference::Reference;
 use crate::pull::PullError;
-use crate::reference::Reference;
 use crate::registry::{Client, ManifestKind, RegistryError};
 
 /// A tag that resolves to another manifest than the lockfile pinned.
@@ -35,7 +35,7 @@ pub async fn lock(
     if update && wanted.is_empty() {
         for image in &lockfile.images {
             wanted.push(image.reference.parse().map_err(
-                |e: crate::reference::ReferenceError| RegistryError::BadManifest {
+                |e: crate::oci::reference::ReferenceError| RegistryError::BadManifest {
                     reference: image.reference.clone(),
                     detail: e.to_string(),
                 },

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::lockfile::{ImageKind, LayerPin, Pin};
+use crate::lock::lockfile::{ImageKind, LayerPin, Pin};
 use crate::store::{parse_digest, StoreError};
 
 #[derive(Debug, Deserialize)]

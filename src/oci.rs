@@ -1,0 +1,9 @@
+//! What images are, read from text or from the store: references (`alpine` is
+//! `docker.io/library/alpine:latest`), platforms and picking one out of an index, a
+//! stored image's manifest and run configuration, and layer content (diff_ids). No
+//! network here.
+
+pub mod inspect;
+pub mod layers;
+pub mod platform;
+pub mod reference;
