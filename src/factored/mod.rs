@@ -1,5 +1,5 @@
 //! Factored images: one layer per conda package, so images that share packages share
-//! layers (DESIGN.md, "Factored images").
+//! layers (ARCHITECTURE.md, `factored`).
 
 pub mod artifact;
 pub mod assemble;

@@ -4,8 +4,8 @@
 //! the target never names content it does not hold.
 //!
 //! Pushes go through `oci-client` (chunked or monolithic uploads from a stream); the
-//! pull path has its own client (see DESIGN.md). A registry source is pulled into the
-//! store first, so nothing is downloaded twice and the store stays a cache.
+//! pull path has its own client (see `registry`'s module docs). A registry source is
+//! pulled into the store first, so nothing is downloaded twice and the store stays a cache.
 
 use std::sync::{Arc, Once};
 

@@ -1,6 +1,8 @@
-//! The OCI distribution client for the pull path, written on `reqwest` directly (see
-//! DESIGN.md for why not `oci-client`): auth, manifests, blob GETs with resume and
-//! retries. It never writes files itself; blob bodies go into the store's ingest.
+//! The OCI distribution client for the pull path, written on `reqwest` directly:
+//! `oci-client` 0.18 returns Range responses unverified, has no retries and loses
+//! Retry-After, cannot take our HTTP client, and keeps the first credentials per
+//! registry (ARCHITECTURE.md). Auth, manifests, blob GETs with resume and retries. It
+//! never writes files itself; blob bodies go into the store's ingest.
 
 mod auth;
 mod blob;
