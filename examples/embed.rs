@@ -17,17 +17,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use oci_spec::image::ImageManifest;
-use stowage::expect::ExpectedLayer;
 use stowage::factored::assemble::{assemble_image, AssembleLayer, RunConfig};
 use stowage::factored::ensure::ensure_layers;
-use stowage::progress::Silent;
-use stowage::pull::PullOptions;
-use stowage::reference::Reference;
-use stowage::registry::{Client, ClientConfig};
-use stowage::store::{parse_digest, Descriptor, Store, MANIFEST_LIMIT};
-use stowage::verified::{
+use stowage::oci::reference::Reference;
+use stowage::pinned::{
     is_locally_available, pull_verified, pull_verified_v2, verify_layer_digests,
 };
+use stowage::pull::expect::ExpectedLayer;
+use stowage::pull::progress::Silent;
+use stowage::pull::PullOptions;
+use stowage::registry::{Client, ClientConfig};
+use stowage::store::{parse_digest, Descriptor, Store, MANIFEST_LIMIT};
 
 fn main() -> ExitCode {
     match run() {
