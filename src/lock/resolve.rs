@@ -35,8 +35,8 @@ pub async fn lock(
     if update && wanted.is_empty() {
         for image in &lockfile.images {
             wanted.push(image.reference.parse().map_err(
-                |e: crate::oci::reference::ReferenceError| RegistryError::BadManifest {
-                    reference: image.reference.clone(),
+                |e: crate::oci::reference::ReferenceError| RegistryError::Config {
+                    what: image.reference.clone(),
                     detail: e.to_string(),
                 },
             )?);

@@ -150,8 +150,8 @@ async fn sync_one(
         pin.reference
             .parse()
             .map_err(|e: crate::oci::reference::ReferenceError| {
-                crate::registry::RegistryError::BadManifest {
-                    reference: pin.reference.clone(),
+                crate::registry::RegistryError::Config {
+                    what: pin.reference.clone(),
                     detail: e.to_string(),
                 }
             })?;

@@ -34,6 +34,11 @@ pub enum RegistryError {
         last: String,
     },
 
+    /// The client's own configuration is unusable: a reference that does not parse, a
+    /// CA file that cannot be read, TLS that cannot be set up. Not the registry's fault.
+    #[error("{what}: {detail}")]
+    Config { what: String, detail: String },
+
     /// A manifest or index that stowage cannot use.
     #[error("manifest {reference}: {detail}")]
     BadManifest { reference: String, detail: String },

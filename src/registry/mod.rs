@@ -110,12 +110,12 @@ impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, RegistryError> {
         let mut ca_certs = Vec::new();
         for path in &config.ca_certs {
-            let pem = std::fs::read(path).map_err(|e| RegistryError::Auth {
-                registry: path.display().to_string(),
+            let pem = std::fs::read(path).map_err(|e| RegistryError::Config {
+                what: path.display().to_string(),
                 detail: format!("cannot read the CA certificate: {e}"),
             })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| RegistryError::Auth {
-                registry: path.display().to_string(),
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| RegistryError::Config {
+                what: path.display().to_string(),
                 detail: format!("not a PEM certificate: {e}"),
             })?;
             ca_certs.push(cert);
@@ -157,8 +157,8 @@ impl Client {
             }
             builder.build().map_err(|e| e.to_string())
         });
-        tls.as_ref().map_err(|detail| RegistryError::Auth {
-            registry: url.to_string(),
+        tls.as_ref().map_err(|detail| RegistryError::Config {
+            what: url.to_string(),
             detail: format!("cannot set up TLS: {detail}"),
         })
     }
@@ -413,7 +413,31 @@ async fn error_detail(mut response: Response) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback;
+    use super::{is_loopback, Client, ClientConfig, RegistryError};
+
+    #[test]
+    fn an_unreadable_ca_file_is_a_configuration_error() {
+        // (reqwest takes a file without a PEM block and fails only at TLS set-up.)
+        let dir = tempfile::tempdir().unwrap();
+        for (path, says) in [(
+            dir.path().join("missing.pem"),
+            "cannot read the CA certificate",
+        )] {
+            let config = ClientConfig {
+                ca_certs: vec![path.clone()],
+                ..ClientConfig::default()
+            };
+            let Err(err) = Client::new(config) else {
+                panic!("{path:?} was accepted as a CA certificate");
+            };
+            assert!(matches!(err, RegistryError::Config { .. }), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains(&path.display().to_string()) && text.contains(says),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn loopback_hosts() {
