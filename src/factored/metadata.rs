@@ -209,8 +209,6 @@ impl InfoFiles {
     }
 }
 
-/// conda's `NoarchType.coerce`: a boolean or yes-word means generic (old packages),
-/// `python` and `generic` are themselves, a no-word means none.
 /// The punctuation conda allows in a package name besides ASCII letters and digits
 /// (conda-build and rattler refuse anything else).
 const NAME_CHARS: &str = "_-.";
@@ -238,6 +236,8 @@ fn check_field(key: &str, value: &str, allowed: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// conda's `NoarchType.coerce`: a boolean or yes-word means generic (old packages),
+/// `python` and `generic` are themselves, a no-word means none.
 fn parse_noarch(value: &Value) -> Result<Option<Noarch>, String> {
     match value {
         Value::Null | Value::Bool(false) => Ok(None),

@@ -93,3 +93,61 @@ impl BvLock {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::BvLock;
+    use crate::lock::lockfile::ImageKind;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_bv_lock_becomes_pins_with_no_registry() {
+        let text = format!(
+            r#"
+version = 1
+[metadata]
+generated_by = "bv 0.9"
+[tools.samtools]
+image_reference = "ghcr.io/x/samtools:1.20"
+image_digest = "{DIGEST}"
+manifest_sha256 = "{hex}"
+spec_kind = "factored_oci"
+added_by_a_newer_bv = true
+[[tools.samtools.layers]]
+digest = "{DIGEST}"
+size = 42
+media_type = "application/vnd.oci.image.layer.v1.tar+zstd"
+conda_package = {{ name = "samtools", version = "1.20", build = "h0_0" }}
+[tools.old]
+image_reference = "docker.io/library/busybox:1"
+image_digest = "{DIGEST}"
+"#,
+            hex = &DIGEST["sha256:".len()..]
+        );
+        let lock: BvLock = toml::from_str(&text).unwrap();
+        let pins = lock.pins().unwrap();
+        assert_eq!(pins.len(), 2);
+        let old = &pins[0];
+        assert_eq!((old.kind, old.manifest.is_none()), (ImageKind::Oci, true));
+        let samtools = &pins[1];
+        assert_eq!(samtools.name, "samtools (ghcr.io/x/samtools:1.20)");
+        assert_eq!(samtools.kind, ImageKind::FactoredOci);
+        // A bare hex manifest_sha256 is a sha256 digest.
+        assert_eq!(
+            samtools.manifest.as_ref().map(|d| d.to_string()).as_deref(),
+            Some(DIGEST)
+        );
+        assert_eq!(samtools.layers[0].size, 42);
+        assert_eq!(
+            samtools.layers[0].package.as_deref(),
+            Some("samtools-1.20-h0_0")
+        );
+
+        let bad: BvLock = toml::from_str(
+            "[tools.x]\nimage_reference = \"a/b:1\"\nimage_digest = \"sha256:nothex\"\n",
+        )
+        .unwrap();
+        assert!(bad.pins().is_err());
+    }
+}

@@ -80,3 +80,31 @@ impl fmt::Display for Platform {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Platform;
+
+    fn entry(json: &str) -> oci_spec::image::Platform {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn platforms_parse_print_and_match_index_entries() {
+        let arm: Platform = "linux/arm/v7".parse().unwrap();
+        assert_eq!(arm.to_string(), "linux/arm/v7");
+        for bad in ["linux", "linux/", "/amd64", "a/b/c/d", ""] {
+            assert!(bad.parse::<Platform>().is_err(), "{bad:?}");
+        }
+        let amd64: Platform = "linux/amd64".parse().unwrap();
+        let plain = entry(r#"{"os":"linux","architecture":"amd64"}"#);
+        let v3 = entry(r#"{"os":"linux","architecture":"amd64","variant":"v3"}"#);
+        // No variant asked: any variant matches; a variant asked must be there.
+        assert!(amd64.matches(&plain) && amd64.matches(&v3));
+        assert!(!arm.matches(&entry(
+            r#"{"os":"linux","architecture":"arm","variant":"v6"}"#
+        )));
+        assert!(!amd64.matches(&entry(r#"{"os":"windows","architecture":"amd64"}"#)));
+        assert_eq!(Platform::describe(&v3), "linux/amd64/v3");
+    }
+}

@@ -119,3 +119,85 @@ impl Expectations {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sha256_of;
+
+    fn manifest(layers: &[(&[u8], u64)]) -> ImageManifest {
+        let layers: Vec<serde_json::Value> = layers
+            .iter()
+            .map(|(data, size)| {
+                serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": sha256_of(data).to_string(), "size": size})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": sha256_of(b"{}").to_string(), "size": 2},
+            "layers": layers,
+        }))
+        .unwrap()
+    }
+
+    fn layer(data: &[u8], size: u64) -> ExpectedLayer {
+        ExpectedLayer {
+            digest: sha256_of(data),
+            size,
+        }
+    }
+
+    #[test]
+    fn layers_are_checked_in_order_then_the_digest_of_index_or_manifest() {
+        let image = manifest(&[(b"a", 1), (b"b", 1)]);
+        let (digest, index) = (sha256_of(b"manifest"), sha256_of(b"index"));
+        let pinned = |digest: Option<Digest>, layers| Expectations {
+            digest,
+            manifest: None,
+            layers: Some(layers),
+        };
+        let check =
+            |e: &Expectations| e.check("app", "the registry", Some(&index), &digest, &image);
+        assert!(Expectations::default().is_empty());
+        assert!(check(&pinned(
+            Some(digest.clone()),
+            vec![layer(b"a", 1), layer(b"b", 1)]
+        ))
+        .is_ok());
+        // The index's digest is as good as the platform manifest's (docker's RepoDigest).
+        assert!(check(&pinned(
+            Some(index.clone()),
+            vec![layer(b"a", 1), layer(b"b", 1)]
+        ))
+        .is_ok());
+        let err = check(&pinned(None, vec![layer(b"a", 1), layer(b"c", 1)])).unwrap_err();
+        assert!(matches!(err, Mismatch::Layer { index: 1, .. }), "{err}");
+        let err = check(&pinned(None, vec![layer(b"a", 1), layer(b"b", 2)])).unwrap_err();
+        assert!(err.to_string().contains("2 bytes"), "{err}");
+        let err = check(&pinned(None, vec![layer(b"a", 1)])).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Mismatch::LayerCount {
+                    expected: 1,
+                    actual: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let only_digest = Expectations {
+            digest: Some(sha256_of(b"other")),
+            ..Expectations::default()
+        };
+        let err = check(&only_digest).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&index.to_string()) && text.contains(&digest.to_string()),
+            "{text}"
+        );
+    }
+}

@@ -150,7 +150,6 @@ impl Client {
     }
 }
 
-/// The media type a manifest names itself, or the one its shape implies.
 /// The OCI descriptor's `size` is an int64: a larger one is no size at all, and a
 /// manifest whose blobs together pass it could never be stored. Refused here, before
 /// anything plans, counts or allocates by them.
@@ -180,6 +179,7 @@ fn check_sizes(manifest: &ImageManifest) -> Result<(), String> {
     Ok(())
 }
 
+/// The media type a manifest names itself, or the one its shape implies.
 fn sniff_media_type(bytes: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Shape {
