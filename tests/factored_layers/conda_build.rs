@@ -252,14 +252,14 @@ impl Spec {
             Format::TarBz2 => {
                 let tar = tar_of(files.iter().chain(&info));
                 let mut out = bzip2::write::BzEncoder::new(
-                    std::fs::File::create(&path).unwrap(),
+                    std::fs::File::create(path).unwrap(),
                     bzip2::Compression::best(),
                 );
                 out.write_all(&tar).unwrap();
                 out.finish().unwrap();
             }
             Format::Conda => {
-                let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+                let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
                 let stored = zip::write::SimpleFileOptions::default()
                     .compression_method(zip::CompressionMethod::Stored);
                 let members = [
