@@ -8,6 +8,8 @@ pub use stowage_store as store;
 mod bvlock;
 pub mod expect;
 pub mod factored;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
 pub mod layers;
 pub mod lockfile;
