@@ -6,7 +6,7 @@ CARGO ?= cargo
 APT_PACKAGES := docker-registry skopeo umoci podman runc busybox-static apache2-utils curl ca-certificates bc jq python3.11-minimal
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup build test soak bench demo lint
+.PHONY: setup build test soak bench demo lint fuzz
 
 setup:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -42,3 +42,25 @@ demo: setup build
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Fuzzing (not part of `test`: it needs a nightly toolchain). Each target runs
+# FUZZ_SECONDS from its seed corpus in fuzz/corpus/; inputs libFuzzer finds go to a
+# scratch dir (given first, so it is the one written to) and crashes to
+# $(FUZZ_SCRATCH)/artifacts, so a run leaves the repository as it was.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := reference manifest lockfile bvlock www_authenticate conda_metadata
+FUZZ_SCRATCH ?= $(or $(TMPDIR),/tmp)/stowage-fuzz
+
+fuzz:
+	@$(CARGO) +nightly --version >/dev/null 2>&1 || { \
+	  echo "make fuzz needs the nightly Rust toolchain (cargo fuzz builds with sanitizers);"; \
+	  echo "install it with: rustup toolchain install nightly"; exit 1; }
+	@$(CARGO) +nightly fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	$(CARGO) +nightly fuzz build
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_SCRATCH)/corpus/$$t $(FUZZ_SCRATCH)/artifacts/$$t && \
+	  echo "== $$t ($(FUZZ_SECONDS) s)" && \
+	  $(CARGO) +nightly fuzz run $$t $(FUZZ_SCRATCH)/corpus/$$t fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(FUZZ_SCRATCH)/artifacts/$$t/ \
+	    -print_final_stats=1 || exit 1; \
+	done

@@ -9,6 +9,8 @@
 pub use stowage_store as store;
 
 pub mod factored;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lock;
 pub mod mirror;
 pub mod oci;

@@ -202,11 +202,16 @@ pub fn read_pins(path: &Path) -> Result<Vec<Pin>, LockfileError> {
         path: path.to_path_buf(),
         source,
     })?;
+    pins_from_text(path, &text)
+}
+
+/// [`read_pins`] on text already read; `path` names the file in errors.
+pub(crate) fn pins_from_text(path: &Path, text: &str) -> Result<Vec<Pin>, LockfileError> {
     let malformed = |detail: String| LockfileError::Malformed {
         path: path.to_path_buf(),
         detail,
     };
-    let value: toml::Table = toml::from_str(&text).map_err(|e| malformed(e.to_string()))?;
+    let value: toml::Table = toml::from_str(text).map_err(|e| malformed(e.to_string()))?;
     match value.get("version").and_then(toml::Value::as_integer) {
         Some(v) if v == LOCK_VERSION as i64 => {}
         Some(found) => {
@@ -219,10 +224,10 @@ pub fn read_pins(path: &Path) -> Result<Vec<Pin>, LockfileError> {
     }
     if value.contains_key("tools") {
         let bv: crate::lock::bvlock::BvLock =
-            toml::from_str(&text).map_err(|e| malformed(e.to_string()))?;
+            toml::from_str(text).map_err(|e| malformed(e.to_string()))?;
         return bv.pins().map_err(|e| malformed(e.to_string()));
     }
-    let lockfile = read(path, &text)?;
+    let lockfile = read(path, text)?;
     lockfile.pins().map_err(|e| malformed(e.to_string()))
 }
 
@@ -235,7 +240,8 @@ pub fn read_lockfile(path: &Path) -> Result<Lockfile, LockfileError> {
     read(path, &text)
 }
 
-fn read(path: &Path, text: &str) -> Result<Lockfile, LockfileError> {
+/// [`read_lockfile`] on text already read; `path` names the file in errors.
+pub(crate) fn read(path: &Path, text: &str) -> Result<Lockfile, LockfileError> {
     let lockfile: Lockfile = toml::from_str(text).map_err(|e| LockfileError::Malformed {
         path: path.to_path_buf(),
         detail: e.to_string(),

@@ -159,54 +159,85 @@ impl Auth {
         };
         let challenge = challenge
             .ok_or_else(|| fail("HTTP 401 without a WWW-Authenticate challenge".into()))?;
-        let challenges = http_auth::parse_challenges(challenge)
-            .map_err(|e| fail(format!("unreadable WWW-Authenticate header: {e}")))?;
+        let challenge = read_challenge(challenge).map_err(fail)?;
         let credentials = self.credentials(registry).await;
         let credentials = credentials.as_ref();
-        if let Some(bearer) = challenges
-            .iter()
-            .find(|c| c.scheme.eq_ignore_ascii_case("bearer"))
-        {
-            let slot = self.slot(registry, scope);
-            let mut cached = slot.lock().await;
-            if let Some(token) = cached.as_ref() {
-                if token.expires > Instant::now() && Some(token.header.as_str()) != refused {
-                    return Ok(token.header.clone());
+        match challenge {
+            Challenge::Bearer { realm, service } => {
+                let slot = self.slot(registry, scope);
+                let mut cached = slot.lock().await;
+                if let Some(token) = cached.as_ref() {
+                    if token.expires > Instant::now() && Some(token.header.as_str()) != refused {
+                        return Ok(token.header.clone());
+                    }
                 }
+                let realm = realm.ok_or_else(|| fail("bearer challenge without a realm".into()))?;
+                let token =
+                    fetch_token(client, registry, scope, &realm, service, credentials).await?;
+                *cached = Some(token.clone());
+                Ok(token.header)
             }
-            let token = fetch_token(client, registry, scope, bearer, credentials).await?;
-            *cached = Some(token.clone());
-            return Ok(token.header);
-        }
-        if challenges
-            .iter()
-            .any(|c| c.scheme.eq_ignore_ascii_case("basic"))
-        {
-            let header = credentials
+            Challenge::Basic => {
+                let header = credentials
                 .and_then(Credentials::basic_header)
                 .ok_or_else(|| fail("the registry asks for a user name and password; none is configured (use --username and --password-stdin, or docker login)".into()))?;
-            if Some(header.as_str()) == refused {
-                return Err(fail(
-                    "the registry refused the user name and password".into(),
-                ));
+                if Some(header.as_str()) == refused {
+                    return Err(fail(
+                        "the registry refused the user name and password".into(),
+                    ));
+                }
+                // Remembered like a token, so the next requests (every blob GET and
+                // range) send it up front instead of paying a 401 round trip each, as
+                // docker does.
+                *self.slot(registry, scope).lock().await = Some(Token {
+                    header: header.clone(),
+                    expires: Instant::now() + BASIC_REMEMBERED,
+                });
+                Ok(header)
             }
-            // Remembered like a token, so the next requests (every blob GET and range)
-            // send it up front instead of paying a 401 round trip each, as docker does.
-            *self.slot(registry, scope).lock().await = Some(Token {
-                header: header.clone(),
-                expires: Instant::now() + BASIC_REMEMBERED,
-            });
-            return Ok(header);
         }
-        Err(fail(format!(
-            "unsupported auth scheme(s): {}",
-            challenges
-                .iter()
-                .map(|c| c.scheme)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )))
     }
+}
+
+/// What a 401's challenge asks for, of the schemes stowage answers.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Challenge {
+    /// A token from `realm` (a registry may leave it out: then no token can be had).
+    Bearer {
+        realm: Option<String>,
+        service: Option<String>,
+    },
+    Basic,
+}
+
+/// Reads a `WWW-Authenticate` header (sent by the registry, so anything at all): a
+/// bearer challenge wins over a basic one; other schemes alone are refused.
+pub(crate) fn read_challenge(header: &str) -> Result<Challenge, String> {
+    let challenges = http_auth::parse_challenges(header)
+        .map_err(|e| format!("unreadable WWW-Authenticate header: {e}"))?;
+    if let Some(bearer) = challenges
+        .iter()
+        .find(|c| c.scheme.eq_ignore_ascii_case("bearer"))
+    {
+        return Ok(Challenge::Bearer {
+            realm: param(bearer, "realm"),
+            service: param(bearer, "service"),
+        });
+    }
+    if challenges
+        .iter()
+        .any(|c| c.scheme.eq_ignore_ascii_case("basic"))
+    {
+        return Ok(Challenge::Basic);
+    }
+    Err(format!(
+        "unsupported auth scheme(s): {}",
+        challenges
+            .iter()
+            .map(|c| c.scheme)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 fn param(challenge: &ChallengeRef<'_>, name: &str) -> Option<String> {
@@ -221,22 +252,21 @@ async fn fetch_token(
     client: &super::Client,
     registry: &str,
     scope: &str,
-    challenge: &ChallengeRef<'_>,
+    realm: &str,
+    service: Option<String>,
     credentials: Option<&Credentials>,
 ) -> Result<Token, RegistryError> {
     let fail = |detail: String| RegistryError::Auth {
         registry: registry.to_string(),
         detail,
     };
-    let realm =
-        param(challenge, "realm").ok_or_else(|| fail("bearer challenge without a realm".into()))?;
     let registry_url = client.base_url(registry).await;
-    if let Some(detail) = foreign_plain_realm(&registry_url, &realm) {
+    if let Some(detail) = foreign_plain_realm(&registry_url, realm) {
         return Err(fail(detail));
     }
-    let http = client.http_for(&realm)?;
+    let http = client.http_for(realm)?;
     let mut query = vec![("scope", scope.to_string())];
-    if let Some(service) = param(challenge, "service") {
+    if let Some(service) = service {
         query.push(("service", service));
     }
     let request = match credentials {
@@ -244,15 +274,15 @@ async fn fetch_token(
             query.push(("grant_type", "refresh_token".into()));
             query.push(("refresh_token", refresh.expose().to_string()));
             query.push(("client_id", "stowage".into()));
-            http.post(&realm).form(&query)
+            http.post(realm).form(&query)
         }
-        Some(creds @ Credentials::Basic { .. }) => http.get(&realm).query(&query).header(
+        Some(creds @ Credentials::Basic { .. }) => http.get(realm).query(&query).header(
             AUTHORIZATION,
             creds
                 .basic_header()
                 .expect("basic credentials have a header"),
         ),
-        None => http.get(&realm).query(&query),
+        None => http.get(realm).query(&query),
     };
     let started = Instant::now();
     let response = request.send().await.map_err(|e| {
@@ -299,7 +329,7 @@ async fn fetch_token(
 /// would carry credentials (and the token) in the clear to a host the registry's own
 /// certificate does not vouch for. Docker sends them; we do not. A registry reached
 /// over plain HTTP (loopback, `--insecure-registry`) may name a plain-HTTP realm.
-fn foreign_plain_realm(registry_url: &str, realm: &str) -> Option<String> {
+pub(crate) fn foreign_plain_realm(registry_url: &str, realm: &str) -> Option<String> {
     let realm_url = reqwest::Url::parse(realm).ok()?;
     let registry_url = reqwest::Url::parse(registry_url).ok()?;
     let plain = realm_url.scheme() != "https";
@@ -314,7 +344,30 @@ fn foreign_plain_realm(registry_url: &str, realm: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{foreign_plain_realm, Credentials, Secret};
+    use super::{foreign_plain_realm, read_challenge, Challenge, Credentials, Secret};
+
+    #[test]
+    fn bearer_wins_over_basic_and_other_schemes_alone_are_refused() {
+        let header = r#"Basic realm="x", Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#;
+        assert_eq!(
+            read_challenge(header),
+            Ok(Challenge::Bearer {
+                realm: Some("https://auth.example/token".into()),
+                service: Some("registry.example".into()),
+            })
+        );
+        assert_eq!(
+            read_challenge("bearer service=\"s\""),
+            Ok(Challenge::Bearer {
+                realm: None,
+                service: Some("s".into()),
+            })
+        );
+        assert_eq!(read_challenge(r#"Basic realm="r""#), Ok(Challenge::Basic));
+        let refused = read_challenge("Digest realm=\"r\", Negotiate").unwrap_err();
+        assert!(refused.contains("Digest, Negotiate"), "{refused}");
+        assert!(read_challenge("Bearer realm=\"unterminated").is_err());
+    }
 
     #[test]
     fn a_plain_http_realm_on_another_host_is_refused_only_for_an_https_registry() {

@@ -25,6 +25,8 @@ use reqwest::{Response, StatusCode};
 use tokio::sync::Semaphore;
 
 pub use auth::{Credentials, Secret};
+// For `crate::fuzzing`, which drives the challenge reading without a registry.
+pub(crate) use auth::{foreign_plain_realm, read_challenge, Challenge};
 pub use blob::{BlobOptions, OnBytes};
 pub use credentials::lookup as stored_credentials;
 pub use error::RegistryError;
