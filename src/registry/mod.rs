@@ -421,24 +421,21 @@ mod tests {
     fn an_unreadable_ca_file_is_a_configuration_error() {
         // (reqwest takes a file without a PEM block and fails only at TLS set-up.)
         let dir = tempfile::tempdir().unwrap();
-        for (path, says) in [(
-            dir.path().join("missing.pem"),
-            "cannot read the CA certificate",
-        )] {
-            let config = ClientConfig {
-                ca_certs: vec![path.clone()],
-                ..ClientConfig::default()
-            };
-            let Err(err) = Client::new(config) else {
-                panic!("{path:?} was accepted as a CA certificate");
-            };
-            assert!(matches!(err, RegistryError::Config { .. }), "{err}");
-            let text = err.to_string();
-            assert!(
-                text.contains(&path.display().to_string()) && text.contains(says),
-                "{text}"
-            );
-        }
+        let path = dir.path().join("missing.pem");
+        let config = ClientConfig {
+            ca_certs: vec![path.clone()],
+            ..ClientConfig::default()
+        };
+        let Err(err) = Client::new(config) else {
+            panic!("{path:?} was accepted as a CA certificate");
+        };
+        assert!(matches!(err, RegistryError::Config { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&path.display().to_string())
+                && text.contains("cannot read the CA certificate"),
+            "{text}"
+        );
     }
 
     #[test]
