@@ -4,8 +4,8 @@
 //!
 //! Every file under `src/factored/` is hashed, found by walking the folder (a hand-kept
 //! list went stale silently when a file was added or moved), with the lock file that
-//! pins the compressors. A change to `ensure` or `assemble` also changes the key: a
-//! needless rebuild of cached layers, never a stale one.
+//! pins the compressors. Fetching (`pull::ensure`) and assembling (`oci::assemble`)
+//! live outside the folder, so a change to them leaves the cached layers valid.
 
 use std::path::{Path, PathBuf};
 

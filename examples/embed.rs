@@ -17,13 +17,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use oci_spec::image::ImageManifest;
-use stowage::factored::assemble::{assemble_image, AssembleLayer, RunConfig};
-use stowage::factored::ensure::ensure_layers;
+use stowage::oci::assemble::{assemble_image, AssembleLayer, RunConfig};
 use stowage::oci::reference::Reference;
-use stowage::pinned::{
+use stowage::pull::ensure::ensure_layers;
+use stowage::pull::expect::ExpectedLayer;
+use stowage::pull::pinned::{
     is_locally_available, pull_verified, pull_verified_v2, verify_layer_digests,
 };
-use stowage::pull::expect::ExpectedLayer;
 use stowage::pull::progress::Silent;
 use stowage::pull::PullOptions;
 use stowage::registry::{Client, ClientConfig};

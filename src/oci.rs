@@ -3,6 +3,8 @@
 //! stored image's manifest and run configuration, and layer content (diff_ids). No
 //! network here.
 
+pub mod annotation;
+pub mod assemble;
 pub mod inspect;
 pub mod layers;
 pub mod platform;

@@ -1,8 +1,10 @@
 //! Pull: resolve a reference, choose the platform, plan what the store lacks, fetch
 //! it in parallel into the store, and record the image under its reference.
 
+pub mod ensure;
 pub mod expect;
 mod fetch;
+pub mod pinned;
 pub mod progress;
 pub mod tagcache;
 

@@ -43,8 +43,8 @@ use oci_spec::image::{Descriptor, DigestAlgorithm, ImageManifest};
 use serde::Serialize;
 
 // The CEP draft's manifest annotations are the ones a factored layer carries.
-use super::install::{ANNOTATION_BUILD, ANNOTATION_NAME, ANNOTATION_VERSION};
 use super::package::{CondaPackage, PackageError, PackageFormat};
+use crate::oci::annotation::{ANNOTATION_BUILD, ANNOTATION_NAME, ANNOTATION_VERSION};
 use crate::pull::progress::ProgressReporter;
 use crate::pull::{fetch_all, PullError, PullOptions};
 use crate::registry::{Client, ManifestKind};

@@ -10,13 +10,11 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::assemble::{assemble_image, base_image, AssembleError, AssembleLayer, RunConfig};
-use super::install::{
-    install_package, InstallError, LayerOptions, PackageLayer, ANNOTATION_PACKAGES,
-    ANNOTATION_PREFIX, ANNOTATION_PYTHON,
-};
+use super::install::{install_package, InstallError, LayerOptions, PackageLayer};
 use super::layer_tar::{anonymous_file, entry_path, prefix_dirs, LayerTarWriter};
 use super::package::{CondaPackage, PackageError};
+use crate::oci::annotation::{ANNOTATION_PACKAGES, ANNOTATION_PREFIX, ANNOTATION_PYTHON};
+use crate::oci::assemble::{assemble_image, base_image, AssembleError, AssembleLayer, RunConfig};
 use crate::oci::layers::Compression;
 use crate::store::{Descriptor, Digest, Store, StoreError, MANIFEST_LIMIT};
 

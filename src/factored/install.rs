@@ -27,24 +27,16 @@ use crate::store::{sha256_of, Descriptor, Digest, MediaType, Store, StoreError};
 
 use super::layer_cache;
 use super::layer_tar::{anonymous_file, entry_path, prefix_dirs, LayerCompression, LayerTarWriter};
+use crate::oci::annotation::{
+    ANNOTATION_BUILD, ANNOTATION_NAME, ANNOTATION_PREFIX, ANNOTATION_PYTHON, ANNOTATION_SHA256,
+    ANNOTATION_VERSION,
+};
+
 use super::metadata::Noarch;
 use super::noarch::PythonVersion;
 use super::package::{CondaPackage, PackageError};
 use super::record::{conda_meta_record, RecordedPath};
 use super::staging::{stage, Node, Origin, Plan, SpoolFile};
-
-/// Annotation naming the package a layer holds.
-pub const ANNOTATION_NAME: &str = "org.conda.package.name";
-pub const ANNOTATION_VERSION: &str = "org.conda.package.version";
-pub const ANNOTATION_BUILD: &str = "org.conda.package.build";
-/// The source archive's sha256, bare hex as in conda's repodata.
-pub const ANNOTATION_SHA256: &str = "org.conda.package.sha256";
-/// The prefix the layer was installed for.
-pub const ANNOTATION_PREFIX: &str = "org.conda.layer.prefix";
-/// The Python `X.Y` a `noarch: python` layer was laid out for (absent otherwise).
-pub const ANNOTATION_PYTHON: &str = "org.conda.layer.python";
-/// The packages (`name-version-build`, comma-separated) a grouped layer holds.
-pub const ANNOTATION_PACKAGES: &str = "org.conda.layer.packages";
 
 /// The environment prefix used when none is given.
 pub const DEFAULT_PREFIX: &str = "/opt/conda";

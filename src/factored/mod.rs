@@ -2,9 +2,7 @@
 //! layers (ARCHITECTURE.md, `factored`).
 
 pub mod artifact;
-pub mod assemble;
 pub mod compose;
-pub mod ensure;
 pub mod install;
 mod layer_cache;
 pub mod layer_tar;

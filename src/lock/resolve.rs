@@ -3,11 +3,11 @@
 
 use oci_spec::image::ImageManifest;
 
-use crate::factored::install::{
+use crate::lock::lockfile::{ImageKind, LockedImage, LockedLayer, Lockfile};
+use crate::oci::annotation::{
     ANNOTATION_BUILD, ANNOTATION_NAME, ANNOTATION_PACKAGES, ANNOTATION_PREFIX, ANNOTATION_PYTHON,
     ANNOTATION_VERSION,
 };
-use crate::lock::lockfile::{ImageKind, LockedImage, LockedLayer, Lockfile};
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
 use crate::pull::PullError;

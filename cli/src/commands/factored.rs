@@ -10,10 +10,10 @@ use clap::Args;
 use serde::Deserialize;
 use serde_json::json;
 use stowage::factored::artifact::{fetch_packages, PackageSource};
-use stowage::factored::assemble::{assemble_image, base_image, AssembleLayer, RunConfig};
-use stowage::factored::ensure::{ensure_layers, EnsureReport};
 use stowage::lock::lockfile::read_pins;
+use stowage::oci::assemble::{assemble_image, base_image, AssembleLayer, RunConfig};
 use stowage::oci::reference::Reference;
+use stowage::pull::ensure::{ensure_layers, EnsureReport};
 use stowage::pull::PullOptions;
 use stowage::store::{parse_digest, Descriptor, MediaType, Store};
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::support::fixtures::{
     gzip_image, put_image, put_layer, sample_tree, set_ref, Compression,
 };
-use stowage::factored::assemble::{assemble_image, AssembleLayer, RunConfig};
+use stowage::oci::assemble::{assemble_image, AssembleLayer, RunConfig};
 use stowage::store::{Store, StoreError};
 
 #[test]
