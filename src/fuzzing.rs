@@ -9,7 +9,8 @@ use std::path::Path;
 
 use crate::factored::metadata::{InfoFiles, PackageMetadata};
 use crate::factored::package::PackageError;
-use crate::lock::lockfile::{self, Lockfile, LockfileError, Pin};
+use crate::lock::lockfile::{self, Lockfile, LockfileError};
+use crate::lock::pin::Pin;
 use crate::registry::{self, Challenge};
 
 /// The path errors name: the text did not come from a file.

@@ -5,6 +5,7 @@
 
 mod bvlock;
 pub mod lockfile;
+pub mod pin;
 pub mod resolve;
 pub mod sync;
 pub mod verify;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::lock::lockfile::{ImageKind, LayerPin, Pin};
+use crate::lock::pin::{ImageKind, LayerPin, Pin};
 use crate::store::{parse_digest, StoreError};
 
 #[derive(Debug, Deserialize)]
@@ -97,7 +97,7 @@ impl BvLock {
 #[cfg(test)]
 mod tests {
     use super::BvLock;
-    use crate::lock::lockfile::ImageKind;
+    use crate::lock::pin::ImageKind;
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

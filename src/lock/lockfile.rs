@@ -9,19 +9,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pull::expect::{Expectations, ExpectedLayer};
-use crate::store::{parse_digest, write_atomic, Digest, StoreError};
+use crate::lock::pin::{ImageKind, LayerPin, Pin};
+use crate::store::{parse_digest, write_atomic, StoreError};
 
 /// The only `stowage.lock` / `bv.lock` format version this stowage reads and writes.
 pub const LOCK_VERSION: u32 = 1;
-
-/// Whether an image is ordinary or factored (one layer per conda package).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ImageKind {
-    Oci,
-    FactoredOci,
-}
 
 /// One layer pinned by the digest and size of its (compressed) blob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,67 +54,6 @@ pub struct Lockfile {
     pub version: u32,
     #[serde(rename = "image", default)]
     pub images: Vec<LockedImage>,
-}
-
-/// A pinned image, whichever lockfile it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pin {
-    /// What the lockfile calls it (a reference, or a bv tool id and its reference).
-    pub name: String,
-    pub reference: String,
-    /// The manifest digest the registry must serve (a platform manifest, or for bv an
-    /// index whose platform child `manifest` then pins).
-    pub digest: Digest,
-    /// The platform manifest's digest when `digest` may be an index's (bv.lock).
-    pub manifest: Option<Digest>,
-    pub platform: Option<String>,
-    pub kind: ImageKind,
-    pub layers: Vec<LayerPin>,
-}
-
-impl Pin {
-    /// What the registry's (or the store's) manifest must be for this pin.
-    pub fn expectations(&self) -> Expectations {
-        Expectations {
-            digest: Some(self.digest.clone()),
-            manifest: self.manifest.clone(),
-            layers: Some(
-                self.layers
-                    .iter()
-                    .map(|l| ExpectedLayer {
-                        digest: l.digest.clone(),
-                        size: l.size,
-                    })
-                    .collect(),
-            ),
-        }
-    }
-}
-
-/// A pinned layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayerPin {
-    pub digest: Digest,
-    pub size: u64,
-    pub media_type: String,
-    pub package: Option<String>,
-}
-
-impl LayerPin {
-    /// A pin from a lockfile's fields; the digest must parse.
-    pub fn new(
-        digest: &str,
-        size: u64,
-        media_type: &str,
-        package: Option<String>,
-    ) -> Result<Self, StoreError> {
-        Ok(Self {
-            digest: parse_digest(digest)?,
-            size,
-            media_type: media_type.to_string(),
-            package,
-        })
-    }
 }
 
 /// Why a lockfile could not be read or written.

@@ -3,7 +3,8 @@
 
 use oci_spec::image::ImageManifest;
 
-use crate::lock::lockfile::{ImageKind, LockedImage, LockedLayer, Lockfile};
+use crate::lock::lockfile::{LockedImage, LockedLayer, Lockfile};
+use crate::lock::pin::ImageKind;
 use crate::oci::annotation::{
     ANNOTATION_BUILD, ANNOTATION_NAME, ANNOTATION_PACKAGES, ANNOTATION_PREFIX, ANNOTATION_PYTHON,
     ANNOTATION_VERSION,

@@ -8,7 +8,7 @@ use futures_util::stream::{self, StreamExt};
 
 use serde::Serialize;
 
-use crate::lock::lockfile::Pin;
+use crate::lock::pin::Pin;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
 use crate::pull::progress::ProgressReporter;

@@ -10,7 +10,7 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::lock::lockfile::Pin;
+use crate::lock::pin::Pin;
 use crate::oci::layers::{diff_id, LayerError};
 use crate::store::{Descriptor, Digest, Store, StoreError, MANIFEST_LIMIT};
 

@@ -4,7 +4,6 @@
 //! Secrets never reach a log line or an error message.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,49 +12,8 @@ use reqwest::header::AUTHORIZATION;
 use serde::Deserialize;
 
 use super::body::read_limited;
+use super::credentials::Credentials;
 use super::error::RegistryError;
-
-/// A password or token; its `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// What to log in to one registry with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Credentials {
-    /// A user name and password (or a personal access token as the password).
-    Basic { username: String, password: Secret },
-    /// A refresh token from `docker login` with an identity provider (`identitytoken`).
-    IdentityToken(Secret),
-}
-
-impl Credentials {
-    fn basic_header(&self) -> Option<String> {
-        match self {
-            // `encode_credentials` returns the whole header value, "Basic " included.
-            Self::Basic { username, password } => Some(http_auth::basic::encode_credentials(
-                username,
-                password.expose(),
-            )),
-            Self::IdentityToken(_) => None,
-        }
-    }
-}
 
 #[derive(Clone)]
 struct Token {
@@ -344,7 +302,8 @@ pub(crate) fn foreign_plain_realm(registry_url: &str, realm: &str) -> Option<Str
 
 #[cfg(test)]
 mod tests {
-    use super::{foreign_plain_realm, read_challenge, Challenge, Credentials, Secret};
+    use super::{foreign_plain_realm, read_challenge, Challenge, Credentials};
+    use crate::registry::Secret;
 
     #[test]
     fn bearer_wins_over_basic_and_other_schemes_alone_are_refused() {

@@ -1,16 +1,58 @@
-//! Finding stored credentials for a registry, where podman and docker keep them:
+//! Credentials (a secret never shown by `Debug`) and finding the stored ones for a
+//! registry, where podman and docker keep them:
 //! podman's auth.json (`REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
 //! `~/.config/containers/auth.json`), then docker's config.json (`$DOCKER_CONFIG` or
 //! `~/.docker`), whose `auths`, `identitytoken`, `credsStore` and `credHelpers`
 //! `docker_credential` reads.
 
+use std::fmt;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
 
 use docker_credential::{CredentialRetrievalError, DockerCredential};
 
-use super::auth::{Credentials, Secret};
+/// A password or token; its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// What to log in to one registry with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// A user name and password (or a personal access token as the password).
+    Basic { username: String, password: Secret },
+    /// A refresh token from `docker login` with an identity provider (`identitytoken`).
+    IdentityToken(Secret),
+}
+
+impl Credentials {
+    pub(super) fn basic_header(&self) -> Option<String> {
+        match self {
+            // `encode_credentials` returns the whole header value, "Basic " included.
+            Self::Basic { username, password } => Some(http_auth::basic::encode_credentials(
+                username,
+                password.expose(),
+            )),
+            Self::IdentityToken(_) => None,
+        }
+    }
+}
 
 /// The credentials configured for `registry` (host[:port]), if any. A broken helper
 /// or file is logged and skipped, never fatal: the registry may not need them.

@@ -24,7 +24,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 use tokio::sync::Semaphore;
 
-pub use auth::{Credentials, Secret};
+pub use credentials::{Credentials, Secret};
 // For `crate::fuzzing`, which drives the challenge reading without a registry.
 pub(crate) use auth::{foreign_plain_realm, read_challenge, Challenge};
 pub use blob::{BlobOptions, OnBytes};

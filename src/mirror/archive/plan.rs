@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use oci_spec::image::{Arch, ImageIndex, Os, PlatformBuilder};
 use serde_json::Value;
 
-use crate::lock::lockfile::Pin;
+use crate::lock::pin::Pin;
 use crate::oci::platform::Platform;
 use crate::store::{Descriptor, Digest, MediaType, Store, MANIFEST_LIMIT};
 
