@@ -17,8 +17,9 @@ use stowage::pull::ensure::{ensure_layers, EnsureReport};
 use stowage::pull::PullOptions;
 use stowage::store::{parse_digest, Descriptor, MediaType, Store};
 
-use super::pull::{progress_for, runtime, BlobArgs, RegistryArgs};
+use super::args::{BlobArgs, RegistryArgs};
 use super::Output;
+use super::{progress_for, runtime};
 
 #[derive(Debug, Args)]
 pub struct EnsureArgs {

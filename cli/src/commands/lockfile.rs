@@ -13,8 +13,9 @@ use stowage::oci::reference::Reference;
 use stowage::pull::PullOptions;
 use stowage::store::Store;
 
-use super::pull::{progress_for, runtime, BlobArgs, RegistryArgs};
+use super::args::{BlobArgs, RegistryArgs};
 use super::Output;
+use super::{progress_for, runtime};
 
 #[derive(Debug, Args)]
 pub struct LockArgs {

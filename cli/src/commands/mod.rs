@@ -2,6 +2,7 @@
 //! layer only parses, prints (human lines or `--json`), and picks the exit status.
 
 mod archive;
+mod args;
 mod blobs;
 mod copy;
 mod factored;
@@ -13,9 +14,11 @@ mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use stowage::pull::progress::{ProgressReporter, Silent, TerminalProgress};
 use stowage::store::Store;
 
 /// Daemonless OCI registry puller and content-addressed layer store.
@@ -201,4 +204,20 @@ fn default_store_dir() -> anyhow::Result<PathBuf> {
         .filter(|v| !v.is_empty())
         .context("no --store given and neither STOWAGE_STORE, XDG_DATA_HOME nor HOME is set")?;
     Ok(PathBuf::from(home).join(".local/share/stowage"))
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Bars on a terminal; nothing on a pipe, with `--json` or with `-q`.
+pub fn progress_for(out: &Output) -> Arc<dyn ProgressReporter> {
+    if out.interactive() && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        Arc::new(TerminalProgress::default())
+    } else {
+        Arc::new(Silent)
+    }
 }

@@ -15,8 +15,9 @@ use stowage::runtime::{
 };
 use stowage::store::Store;
 
-use super::pull::{progress_for, runtime as async_runtime, BlobArgs, RegistryArgs};
+use super::args::{BlobArgs, RegistryArgs};
 use super::Output;
+use super::{progress_for, runtime as async_runtime};
 
 /// Which runtime to hand images to.
 #[derive(Debug, Args)]

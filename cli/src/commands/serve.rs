@@ -44,7 +44,7 @@ pub fn serve(store: &Store, args: &ServeArgs, out: &Output) -> anyhow::Result<Ex
     if let Err(e) = raise_fd_limit() {
         tracing::warn!("{e}; serving within the current limit");
     }
-    let runtime = super::pull::runtime()?;
+    let runtime = super::runtime()?;
     runtime.block_on(async {
         // Handlers first, so a signal sent as soon as the address is printed counts.
         let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
