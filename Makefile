@@ -6,7 +6,7 @@ CARGO ?= cargo
 APT_PACKAGES := docker-registry skopeo umoci podman runc busybox-static apache2-utils curl ca-certificates bc jq python3.11-minimal
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup build test soak bench demo lint fuzz
+.PHONY: setup build test soak bench demo lint cycles fuzz
 
 setup:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -39,9 +39,13 @@ bench: setup build
 demo: setup build
 	bash scripts/demo.sh
 
-lint:
+lint: cycles
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Import cycles between source files (issue #19): none may exist.
+cycles:
+	python3 scripts/module_cycles.py
 
 # Fuzzing (not part of `test`: it needs a nightly toolchain). Each target runs
 # FUZZ_SECONDS from its seed corpus in fuzz/corpus/; inputs libFuzzer finds go to a

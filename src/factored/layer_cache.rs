@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::store::{parse_digest, sha256_of, write_replace, MediaType, Store, StoreError};
 
-use super::install::{LayerKey, PackageLayer};
+use super::package_layer::{LayerKey, PackageLayer};
 
 /// One cached layer: a [`PackageLayer`] less its key and `already_stored`.
 #[derive(Serialize, Deserialize)]

@@ -23,7 +23,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::package::is_clean;
+use super::package_path::is_clean;
 use crate::store::{Digest, Hasher, MediaType, Store, StoreError};
 
 /// zstd's own default level, as containerd and podman use for zstd layers.

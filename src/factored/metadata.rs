@@ -13,8 +13,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::noarch::EntryPoint;
-use super::package::{normalize, PackageError};
+use super::package_path::normalize;
 use super::placeholder::{FileMode, Placeholder, LEGACY_PLACEHOLDER};
+use super::PackageError;
 
 /// The `info/` files stowage reads; others are not kept in memory.
 pub(crate) const INFO_FILES: [&str; 5] = [

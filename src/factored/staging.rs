@@ -10,11 +10,13 @@ use std::os::unix::fs::FileExt;
 
 use crate::store::Store;
 
-use super::install::{InstallError, LayerKey};
 use super::layer_tar::anonymous_file;
 use super::noarch;
-use super::package::{is_clean, CondaPackage, EntryKind, PackageError, PackageFormat};
+use super::package::{CondaPackage, EntryKind, PackageFormat};
+use super::package_layer::{InstallError, LayerKey};
+use super::package_path::is_clean;
 use super::placeholder::Placeholder;
+use super::PackageError;
 
 /// Where a file's bytes are.
 #[derive(Debug, Clone)]

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use crate::lock::lockfile::LockfileError;
 use crate::store::{Digest, StoreError};
 
+pub use crate::store::MissingBlob;
 pub use closure::Needed;
 pub use export::{export, write_archive, write_dir, ExportReport};
 pub use import::{import, import_reader, ImportReport, ImportedImage};
@@ -59,14 +60,6 @@ impl Format {
             Self::OciDir => "oci-dir",
         }
     }
-}
-
-/// A blob an image needs that a store (or an archive) does not hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MissingBlob {
-    pub digest: Digest,
-    /// The image that needs it.
-    pub needed_by: String,
 }
 
 /// Why an export or an import failed. Every message names the blob or path at fault.
@@ -192,7 +185,7 @@ fn list_missing(missing: &[MissingBlob]) -> String {
     let mut text = missing
         .iter()
         .take(SHOWN)
-        .map(|m| format!("{} (needed by {})", m.digest, m.needed_by))
+        .map(|m| format!("{} (needed by {})", m.digest, m.referenced_by))
         .collect::<Vec<_>>()
         .join(", ");
     if missing.len() > SHOWN {

@@ -7,22 +7,9 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 use super::body::{read_limited, BodyError};
 use super::{Client, RegistryError};
 use crate::oci::reference::Reference;
+use crate::store::media_type::{is_image_type, is_index_type, OCI_INDEX, OCI_MANIFEST};
+pub use crate::store::MANIFEST_ACCEPT;
 use crate::store::{parse_digest, Digest, Hasher, MANIFEST_LIMIT};
-
-/// Every manifest type stowage can pull, for the Accept header.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-    application/vnd.oci.image.manifest.v1+json, \
-    application/vnd.docker.distribution.manifest.list.v2+json, \
-    application/vnd.docker.distribution.manifest.v2+json";
-
-const INDEX_TYPES: [&str; 2] = [
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-];
-const IMAGE_TYPES: [&str; 2] = [
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-];
 
 /// A manifest or index as the registry sent it.
 #[derive(Debug, Clone)]
@@ -68,11 +55,11 @@ impl FetchedManifest {
             detail,
         };
         let media_type = self.media_type.as_str();
-        if INDEX_TYPES.contains(&media_type) {
+        if is_index_type(media_type) {
             serde_json::from_slice(&self.bytes)
                 .map(ManifestKind::Index)
                 .map_err(|e| bad(format!("malformed index: {e}")))
-        } else if IMAGE_TYPES.contains(&media_type) {
+        } else if is_image_type(media_type) {
             let manifest: ImageManifest = serde_json::from_slice(&self.bytes)
                 .map_err(|e| bad(format!("malformed manifest: {e}")))?;
             check_sizes(&manifest).map_err(bad)?;
@@ -136,11 +123,7 @@ impl Client {
             }
         }
         let media_type = header_type
-            .filter(|t| {
-                INDEX_TYPES.contains(&t.as_str())
-                    || IMAGE_TYPES.contains(&t.as_str())
-                    || t.contains("manifest.v1")
-            })
+            .filter(|t| is_index_type(t) || is_image_type(t) || t.contains("manifest.v1"))
             .unwrap_or_else(|| sniff_media_type(&bytes));
         Ok(FetchedManifest {
             bytes,
@@ -200,7 +183,7 @@ fn sniff_media_type(bytes: &[u8]) -> String {
         }) => "application/vnd.docker.distribution.manifest.v1+json".into(),
         Ok(Shape {
             manifests: Some(_), ..
-        }) => INDEX_TYPES[0].into(),
-        _ => IMAGE_TYPES[0].into(),
+        }) => OCI_INDEX.into(),
+        _ => OCI_MANIFEST.into(),
     }
 }

@@ -7,24 +7,11 @@ use oci_spec::image::{Descriptor, Digest};
 use serde::Deserialize;
 
 use crate::error::StoreError;
-use crate::verify::MissingBlob;
+use crate::media_type::is_graph_type;
 use crate::Store;
 
 /// The largest manifest or index stowage reads (the registry client caps them too).
 pub const MANIFEST_LIMIT: u64 = 4 << 20;
-
-/// Media types whose blobs are JSON documents pointing at other blobs.
-const GRAPH_TYPES: [&str; 4] = [
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-];
-
-/// Whether blobs of this media type point at other blobs.
-pub fn is_graph_type(media_type: &str) -> bool {
-    GRAPH_TYPES.contains(&media_type)
-}
 
 /// Whether a layer is meant to be fetched from elsewhere and never stored.
 fn is_foreign(descriptor: &Descriptor) -> bool {
@@ -52,6 +39,14 @@ pub fn children(document: &[u8]) -> Result<Vec<Descriptor>, serde_json::Error> {
         .chain(doc.layers)
         .filter(|d| !is_foreign(d))
         .collect())
+}
+
+/// A blob something needs that the store (or an archive) does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingBlob {
+    pub digest: Digest,
+    /// The ref (or other root) that needs it.
+    pub referenced_by: String,
 }
 
 /// What a walk from some roots found.

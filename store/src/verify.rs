@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::digest::hash_file;
 use crate::error::{IoContext, StoreError};
-use crate::graph::reach;
+use crate::graph::{reach, MissingBlob};
 use crate::Store;
 
 /// A stored blob whose content no longer matches its name.
@@ -20,14 +20,6 @@ pub struct CorruptBlob {
     pub size: u64,
     /// Where the blob was moved, out of `blobs/`.
     pub quarantined_to: PathBuf,
-}
-
-/// A blob something needs that the store does not hold.
-#[derive(Debug, Clone)]
-pub struct MissingBlob {
-    pub digest: Digest,
-    /// The ref (or other root) that needs it.
-    pub referenced_by: String,
 }
 
 /// The outcome of [`Store::verify`].

@@ -40,7 +40,7 @@ pub fn needed(store: &Store, roots: &[(String, Descriptor)]) -> Result<Needed, A
             let Some(size) = store.stat(&digest)? else {
                 needed.missing.push(MissingBlob {
                     digest,
-                    needed_by: name.clone(),
+                    referenced_by: name.clone(),
                 });
                 continue;
             };

@@ -29,7 +29,7 @@ use crate::store::{
 use super::closure::needed;
 use super::declared::Declared;
 use super::paths::blob_path;
-use super::source::{decompressed, read_dir, read_tar};
+use super::source::{decompressed, read_dir, read_tar, LayoutSink};
 use super::{ArchiveError, Format, IoAt};
 
 /// containerd's (and docker's) annotation for an image's full name; its
@@ -148,8 +148,8 @@ pub(super) struct Importer<'a> {
     layout_marker: bool,
 }
 
-impl Importer<'_> {
-    pub(super) fn read_error(&self, blob: Option<&Digest>, source: io::Error) -> ArchiveError {
+impl LayoutSink for Importer<'_> {
+    fn read_error(&self, blob: Option<&Digest>, source: io::Error) -> ArchiveError {
         ArchiveError::Read {
             source_name: self.source_name.clone(),
             blob: blob.cloned(),
@@ -157,16 +157,9 @@ impl Importer<'_> {
         }
     }
 
-    fn not_a_layout(&self, reason: impl Into<String>) -> ArchiveError {
-        ArchiveError::NotALayout {
-            source_name: self.source_name.clone(),
-            reason: reason.into(),
-        }
-    }
-
     /// Reads a small file whole (index.json, oci-layout), refusing one that is larger
     /// than `limit` or shorter than its size.
-    pub(super) fn read_small(
+    fn read_small(
         &self,
         source: impl Read,
         path: &str,
@@ -188,7 +181,7 @@ impl Importer<'_> {
         Ok(bytes)
     }
 
-    pub(super) fn layout_marker(&mut self, bytes: &[u8]) -> Result<(), ArchiveError> {
+    fn layout_marker(&mut self, bytes: &[u8]) -> Result<(), ArchiveError> {
         let version = serde_json::from_slice::<serde_json::Value>(bytes)
             .ok()
             .and_then(|v| v["imageLayoutVersion"].as_str().map(str::to_string));
@@ -207,11 +200,70 @@ impl Importer<'_> {
     }
 
     /// Keeps index.json for the end, and learns the sizes its entries declare.
-    pub(super) fn index(&mut self, bytes: Vec<u8>) -> Result<(), ArchiveError> {
+    fn index(&mut self, bytes: Vec<u8>) -> Result<(), ArchiveError> {
         // A malformed one is refused, naming the error, once the archive is read.
         let entries = children(&bytes).unwrap_or_default();
         self.index = Some(bytes);
         self.learn(entries, "index.json".to_string())
+    }
+
+    /// Ingests one blob from `source` (exactly `size` bytes), unless the store holds it.
+    fn blob(
+        &mut self,
+        digest: &Digest,
+        path: &str,
+        size: u64,
+        source: &mut dyn Read,
+    ) -> Result<(), ArchiveError> {
+        self.check_size(digest, path, size)?;
+        if !self.seen.insert(digest.clone()) {
+            return Ok(());
+        }
+        let Some(mut ingest) = self.fresh_ingest(digest, size)? else {
+            self.present += 1;
+            return Ok(());
+        };
+        if let Err(e) = ingest.copy_from(source) {
+            let _ = ingest.abort();
+            return Err(match e {
+                StoreError::Source(e) => self.read_error(Some(digest), e),
+                other => self.rejected(digest, path, other),
+            });
+        }
+        let have = ingest.offset();
+        if have != size {
+            let _ = ingest.abort();
+            return Err(ArchiveError::Truncated {
+                digest: digest.clone(),
+                path: path.to_string(),
+                expected_size: size,
+                actual_size: have,
+            });
+        }
+        match ingest.commit() {
+            Ok(_) => {
+                self.added.push(digest.clone());
+                self.bytes_added += size;
+                if self.declared.get(digest).is_some_and(|d| d.graph) {
+                    let by = format!("manifest {digest}");
+                    self.learn(self.children_of(digest), by)?;
+                }
+                Ok(())
+            }
+            Err(e @ (StoreError::Mismatch { .. } | StoreError::TooLong { .. })) => {
+                Err(self.rejected(digest, path, e))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Importer<'_> {
+    fn not_a_layout(&self, reason: impl Into<String>) -> ArchiveError {
+        ArchiveError::NotALayout {
+            source_name: self.source_name.clone(),
+            reason: reason.into(),
+        }
     }
 
     /// Learns the sizes `descriptors` (found in `by`) declare. A blob already in that
@@ -271,56 +323,6 @@ impl Importer<'_> {
                 declared,
             }),
             _ => Ok(()),
-        }
-    }
-
-    /// Ingests one blob from `source` (exactly `size` bytes), unless the store holds it.
-    pub(super) fn blob(
-        &mut self,
-        digest: &Digest,
-        path: &str,
-        size: u64,
-        source: &mut dyn Read,
-    ) -> Result<(), ArchiveError> {
-        self.check_size(digest, path, size)?;
-        if !self.seen.insert(digest.clone()) {
-            return Ok(());
-        }
-        let Some(mut ingest) = self.fresh_ingest(digest, size)? else {
-            self.present += 1;
-            return Ok(());
-        };
-        if let Err(e) = ingest.copy_from(source) {
-            let _ = ingest.abort();
-            return Err(match e {
-                StoreError::Source(e) => self.read_error(Some(digest), e),
-                other => self.rejected(digest, path, other),
-            });
-        }
-        let have = ingest.offset();
-        if have != size {
-            let _ = ingest.abort();
-            return Err(ArchiveError::Truncated {
-                digest: digest.clone(),
-                path: path.to_string(),
-                expected_size: size,
-                actual_size: have,
-            });
-        }
-        match ingest.commit() {
-            Ok(_) => {
-                self.added.push(digest.clone());
-                self.bytes_added += size;
-                if self.declared.get(digest).is_some_and(|d| d.graph) {
-                    let by = format!("manifest {digest}");
-                    self.learn(self.children_of(digest), by)?;
-                }
-                Ok(())
-            }
-            Err(e @ (StoreError::Mismatch { .. } | StoreError::TooLong { .. })) => {
-                Err(self.rejected(digest, path, e))
-            }
-            Err(e) => Err(e.into()),
         }
     }
 

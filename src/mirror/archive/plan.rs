@@ -78,7 +78,7 @@ pub fn plan_pins(
         let Some(descriptor) = pinned_descriptor(store, pin, digest)? else {
             missing.push(MissingBlob {
                 digest: digest.clone(),
-                needed_by: pin.name.clone(),
+                referenced_by: pin.name.clone(),
             });
             continue;
         };

@@ -1,14 +1,13 @@
 //! Where an import reads a layout from: a tar archive (plain, gzip or zstd), read
-//! once from front to back, or a directory. Each file is handed to the [`Importer`] as
+//! once from front to back, or a directory. Each file is handed to a [`LayoutSink`] (the importer) as
 //! it is met; a path that would leave the layout's root refuses the whole archive.
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use crate::store::MANIFEST_LIMIT;
+use crate::store::{Digest, MANIFEST_LIMIT};
 
-use super::import::Importer;
 use super::paths::{classify, normalise, LayoutPath, INDEX_JSON, OCI_LAYOUT};
 use super::{ArchiveError, IoAt};
 
@@ -28,8 +27,36 @@ pub(super) fn decompressed<'a>(reader: impl Read + 'a) -> io::Result<Box<dyn Rea
     })
 }
 
+/// What a reader hands each file of a layout to: the reader knows where the files
+/// are, the sink (the importer) what they mean. A trait, so reading needs nothing of
+/// the import.
+pub(super) trait LayoutSink {
+    /// The error for a read that failed (of `blob`, when a blob was being read).
+    fn read_error(&self, blob: Option<&Digest>, source: io::Error) -> ArchiveError;
+    /// A small file (`oci-layout`, `index.json`) read whole, refused above `limit`.
+    fn read_small(
+        &self,
+        source: impl Read,
+        path: &str,
+        size: u64,
+        limit: u64,
+    ) -> Result<Vec<u8>, ArchiveError>;
+    /// The `oci-layout` file's bytes.
+    fn layout_marker(&mut self, bytes: &[u8]) -> Result<(), ArchiveError>;
+    /// The `index.json` file's bytes.
+    fn index(&mut self, bytes: Vec<u8>) -> Result<(), ArchiveError>;
+    /// A blob file, streamed.
+    fn blob(
+        &mut self,
+        digest: &Digest,
+        path: &str,
+        size: u64,
+        source: &mut dyn Read,
+    ) -> Result<(), ArchiveError>;
+}
+
 pub(super) fn read_tar(
-    importer: &mut Importer,
+    importer: &mut impl LayoutSink,
     reader: Box<dyn Read + '_>,
 ) -> Result<(), ArchiveError> {
     let mut archive = tar::Archive::new(reader);
@@ -76,7 +103,7 @@ pub(super) fn read_tar(
     Ok(())
 }
 
-pub(super) fn read_dir(importer: &mut Importer, root: &Path) -> Result<(), ArchiveError> {
+pub(super) fn read_dir(importer: &mut impl LayoutSink, root: &Path) -> Result<(), ArchiveError> {
     for (name, limit) in [(OCI_LAYOUT, 4096), (INDEX_JSON, MANIFEST_LIMIT)] {
         let path = root.join(name);
         let file = match File::open(&path) {
