@@ -69,7 +69,7 @@ impl Store {
                 .iter()
                 .map(|d| ("extra root".to_string(), d.clone())),
         );
-        let live: HashSet<Digest> = reach(self, roots)?.live;
+        let live: HashSet<Digest> = reach(self, roots)?.live.into_keys().collect();
         let mut report = GcReport::default();
         for (digest, path, size) in self.stored_blobs()? {
             if live.contains(&digest) {

@@ -1,7 +1,7 @@
 //! The image graph: which blobs an index or a manifest points at. Used to mark what
 //! refs keep alive (gc) and to find what an image lacks (verify).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use oci_spec::image::{Descriptor, Digest};
 use serde::Deserialize;
@@ -49,43 +49,71 @@ pub struct MissingBlob {
     pub referenced_by: String,
 }
 
-/// What a walk from some roots found.
-pub(crate) struct Reach {
-    /// Every stored blob reachable from the roots.
-    pub live: HashSet<Digest>,
-    /// Blobs the roots need that the store lacks.
-    pub missing: Vec<MissingBlob>,
+/// A stored blob whose size is not the one the descriptor pointing at it gives: the
+/// store or the manifest is wrong, and a reader of the image would refuse it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrongSize {
+    pub digest: Digest,
+    /// The ref (or other root) that reached it.
+    pub referenced_by: String,
+    /// What the descriptor says.
+    pub expected: u64,
+    /// What the store holds.
+    pub actual: u64,
 }
 
-/// Walks from named roots through indexes and manifests. A stored manifest that cannot
-/// be read or parsed is an error: callers must not act on a partial picture.
-pub(crate) fn reach(store: &Store, roots: Vec<(String, Descriptor)>) -> Result<Reach, StoreError> {
-    let mut live = HashSet::new();
-    let mut missing = Vec::new();
+/// What a walk from some roots found.
+#[derive(Debug, Default)]
+pub struct Reach {
+    /// Every stored blob reachable from the roots, with the first descriptor that
+    /// reached it.
+    pub live: HashMap<Digest, Descriptor>,
+    /// Blobs the roots need that the store lacks, once per descriptor that names them
+    /// (the children of a missing manifest cannot be known and are not listed).
+    pub missing: Vec<MissingBlob>,
+    /// Stored blobs of another size than their descriptor's.
+    pub wrong_size: Vec<WrongSize>,
+}
+
+/// The one walk of the image graph (gc's marking, verify's completeness check, an
+/// export's or import's closure): from named roots through indexes and manifests,
+/// children in the order their document lists them. A stored manifest that cannot be
+/// read or parsed is an error: callers must not act on a partial picture.
+pub fn reach(store: &Store, roots: Vec<(String, Descriptor)>) -> Result<Reach, StoreError> {
+    let mut reach = Reach::default();
     for (root, descriptor) in roots {
         let mut stack = vec![descriptor];
         while let Some(descriptor) = stack.pop() {
             let digest = descriptor.digest().clone();
-            if live.contains(&digest) {
+            if reach.live.contains_key(&digest) {
                 continue;
             }
-            if !store.has(&digest) {
-                missing.push(MissingBlob {
+            let Some(size) = store.stat(&digest)? else {
+                reach.missing.push(MissingBlob {
                     digest,
                     referenced_by: root.clone(),
                 });
                 continue;
+            };
+            if size != descriptor.size() {
+                reach.wrong_size.push(WrongSize {
+                    digest: digest.clone(),
+                    referenced_by: root.clone(),
+                    expected: descriptor.size(),
+                    actual: size,
+                });
             }
-            live.insert(digest.clone());
             if is_graph_type(descriptor.media_type().as_ref()) {
                 let bytes = store.read_blob(&digest, MANIFEST_LIMIT)?;
                 let kids = children(&bytes).map_err(|e| StoreError::Corrupt {
                     digest: digest.clone(),
                     detail: format!("not a valid manifest or index: {e}"),
                 })?;
-                stack.extend(kids);
+                // Reversed, so the walk visits children in the document's order.
+                stack.extend(kids.into_iter().rev());
             }
+            reach.live.insert(digest, descriptor);
         }
     }
-    Ok(Reach { live, missing })
+    Ok(reach)
 }

@@ -31,7 +31,7 @@ pub use blob::BlobReader;
 pub use digest::{hash_file, parse_digest, sha256_of, Hasher};
 pub use error::StoreError;
 pub use gc::{GcReport, Usage, PARTIALS_OLDER_THAN};
-pub use graph::{children, MissingBlob, MANIFEST_LIMIT};
+pub use graph::{children, reach, MissingBlob, Reach, WrongSize, MANIFEST_LIMIT};
 pub use ingest::{Committed, Ingest, RangeSet};
 pub use lock::FileLock;
 pub use media_type::{is_graph_type, is_image_type, is_index_type, MANIFEST_ACCEPT};

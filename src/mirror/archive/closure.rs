@@ -1,9 +1,10 @@
 //! The closure of some images: every blob their indexes and manifests reach, each with
-//! its size checked against the descriptor that points at it.
+//! its size checked against the descriptor that points at it (the store's graph walk,
+//! read as an archive needs it).
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::store::{children, is_graph_type, Descriptor, Store, MANIFEST_LIMIT};
+use crate::store::{reach, Descriptor, Store};
 
 use super::{ArchiveError, MissingBlob};
 
@@ -24,46 +25,30 @@ impl Needed {
     }
 }
 
-/// Walks from `roots` (name, descriptor) through indexes and manifests. A stored blob
-/// whose size differs from its descriptor's is an error (the store or the manifest is
-/// wrong, and a reader of the layout would refuse it).
+/// Walks from `roots` (name, descriptor) through indexes and manifests, with the
+/// store's one graph walk. A stored blob whose size differs from its descriptor's is
+/// an error (the store or the manifest is wrong, and a reader of the layout would
+/// refuse it); a blob missing under several roots is listed once, for the first.
 pub fn needed(store: &Store, roots: &[(String, Descriptor)]) -> Result<Needed, ArchiveError> {
-    let mut needed = Needed::default();
-    let mut seen = HashSet::new();
-    for (name, root) in roots {
-        let mut stack = vec![root.clone()];
-        while let Some(descriptor) = stack.pop() {
-            let digest = descriptor.digest().clone();
-            if !seen.insert(digest.clone()) {
-                continue;
-            }
-            let Some(size) = store.stat(&digest)? else {
-                needed.missing.push(MissingBlob {
-                    digest,
-                    referenced_by: name.clone(),
-                });
-                continue;
-            };
-            if size != descriptor.size() {
-                return Err(ArchiveError::SizeMismatch {
-                    digest,
-                    needed_by: name.clone(),
-                    expected: descriptor.size(),
-                    actual: size,
-                });
-            }
-            if is_graph_type(descriptor.media_type().as_ref()) {
-                let bytes = store.read_blob(&digest, MANIFEST_LIMIT)?;
-                let kids = children(&bytes).map_err(|e| ArchiveError::Malformed {
-                    source_name: name.clone(),
-                    what: "a manifest",
-                    detail: format!("{digest}: {e}"),
-                })?;
-                // Reversed, so the walk visits children in the document's order.
-                stack.extend(kids.into_iter().rev());
-            }
-            needed.blobs.insert(digest.to_string(), descriptor);
-        }
+    let reach = reach(store, roots.to_vec())?;
+    if let Some(wrong) = reach.wrong_size.into_iter().next() {
+        return Err(ArchiveError::SizeMismatch {
+            digest: wrong.digest,
+            needed_by: wrong.referenced_by,
+            expected: wrong.expected,
+            actual: wrong.actual,
+        });
     }
-    Ok(needed)
+    let mut listed = HashSet::new();
+    let missing = reach
+        .missing
+        .into_iter()
+        .filter(|m| listed.insert(m.digest.clone()))
+        .collect();
+    let blobs = reach
+        .live
+        .into_iter()
+        .map(|(digest, descriptor)| (digest.to_string(), descriptor))
+        .collect();
+    Ok(Needed { blobs, missing })
 }
