@@ -185,3 +185,76 @@ pub(crate) fn read(path: &Path, text: &str) -> Result<Lockfile, LockfileError> {
     }
     Ok(lockfile)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::{pins_from_text, read, LockedImage, LockedLayer, Lockfile, LockfileError};
+    use crate::lock::pin::ImageKind;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn image(reference: &str) -> LockedImage {
+        LockedImage {
+            reference: reference.into(),
+            digest: DIGEST.into(),
+            platform: "linux/amd64".into(),
+            kind: ImageKind::FactoredOci,
+            layers: vec![LockedLayer {
+                digest: DIGEST.into(),
+                size: 42,
+                media_type: "application/vnd.oci.image.layer.v1.tar+zstd".into(),
+                package: Some("samtools-1.20-h0_0".into()),
+                packages: Vec::new(),
+                prefix: None,
+                python: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_lockfile_round_trips_sorted_by_reference() {
+        let mut lock = Lockfile::new();
+        lock.images = vec![image("z.example/b:1"), image("a.example/a:1")];
+        let text = lock.to_toml();
+        assert!(
+            text.find("a.example/a:1") < text.find("z.example/b:1"),
+            "{text}"
+        );
+        let back = read(Path::new("stowage.lock"), &text).unwrap();
+        assert_eq!(back.images[0], lock.images[1]);
+        assert_eq!(back.images[1], lock.images[0]);
+        let pins = pins_from_text(Path::new("stowage.lock"), &text).unwrap();
+        assert_eq!(pins.len(), 2);
+        assert_eq!(pins[0].digest.to_string(), DIGEST);
+        assert_eq!(pins[0].layers[0].size, 42);
+        assert_eq!(
+            pins[0].layers[0].package.as_deref(),
+            Some("samtools-1.20-h0_0")
+        );
+        assert_eq!(pins[0].kind, ImageKind::FactoredOci);
+    }
+
+    #[test]
+    fn another_version_is_refused_by_name() {
+        let text = "version = 2\n";
+        let err = pins_from_text(Path::new("x.lock"), text).unwrap_err();
+        assert!(
+            matches!(err, LockfileError::UnsupportedVersion { found: 2, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("version 2"), "{err}");
+        let err = pins_from_text(Path::new("x.lock"), "[image]\n").unwrap_err();
+        assert!(err.to_string().contains("no integer `version`"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_digest_is_a_malformed_lockfile_naming_the_file() {
+        let text = "version = 1\n[[image]]\nreference = \"a:1\"\ndigest = \"sha256:zz\"\n\
+                    platform = \"linux/amd64\"\nkind = \"oci\"\n";
+        let err = pins_from_text(Path::new("bad.lock"), text).unwrap_err();
+        assert!(matches!(err, LockfileError::Malformed { .. }), "{err}");
+        assert!(err.to_string().starts_with("bad.lock: "), "{err}");
+    }
+}

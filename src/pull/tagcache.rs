@@ -68,3 +68,47 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::TagCache;
+    use crate::store::{parse_digest, Store};
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_tag_is_served_within_its_ttl_and_never_with_ttl_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let cache = TagCache::new(&store);
+        let digest = parse_digest(DIGEST).unwrap();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(cache.get("r.example/a:1", hour), None);
+        cache.put("r.example/a:1", &digest).unwrap();
+        assert_eq!(cache.get("r.example/a:1", hour), Some(digest.clone()));
+        assert_eq!(cache.get("r.example/a:1", Duration::ZERO), None);
+        assert_eq!(cache.get("r.example/a:2", hour), None);
+        // Another handle on the same store sees it: the cache lives in the store.
+        assert_eq!(
+            TagCache::new(&store).get("r.example/a:1", hour),
+            Some(digest)
+        );
+    }
+
+    #[test]
+    fn an_unreadable_cache_is_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        std::fs::write(store.state_file("tags.json"), b"{not json").unwrap();
+        let cache = TagCache::new(&store);
+        assert_eq!(cache.get("r.example/a:1", Duration::from_secs(60)), None);
+        cache
+            .put("r.example/a:1", &parse_digest(DIGEST).unwrap())
+            .unwrap();
+        assert!(cache
+            .get("r.example/a:1", Duration::from_secs(60))
+            .is_some());
+    }
+}
