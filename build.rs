@@ -3,8 +3,9 @@
 //! stowage made: the version alone does not change between two git builds.
 //!
 //! Every file under `src/factored/` is hashed, found by walking the folder (a hand-kept
-//! list went stale silently when a file was added or moved), with the lock file that
-//! pins the compressors. Fetching (`pull::ensure`) and assembling (`oci::assemble`)
+//! list went stale silently when a file was added or moved), with the tar-header
+//! helper the layer writer shares with the archive writers (`src/oci/tar_entry.rs`) and
+//! the lock file that pins the compressors. Fetching (`pull::ensure`) and assembling (`oci::assemble`)
 //! live outside the folder, so a change to them leaves the cached layers valid.
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 const LAYER_CODE_DIR: &str = "src/factored";
+/// Outside the folder but deciding layer bytes: every tar header's fixed fields.
+const TAR_HEADERS: &str = "src/oci/tar_entry.rs";
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -30,6 +33,7 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
 fn main() {
     let mut files = vec![PathBuf::from("Cargo.lock")];
     files_under(Path::new(LAYER_CODE_DIR), &mut files);
+    files.push(PathBuf::from(TAR_HEADERS));
     files[1..].sort();
     println!("cargo:rerun-if-changed={LAYER_CODE_DIR}");
     let mut hasher = Sha256::new();

@@ -7,5 +7,7 @@ pub mod annotation;
 pub mod assemble;
 pub mod inspect;
 pub mod layers;
+pub mod layout;
 pub mod platform;
 pub mod reference;
+pub mod tar_entry;

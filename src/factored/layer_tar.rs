@@ -24,6 +24,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::package_path::is_clean;
+use crate::oci::tar_entry;
 use crate::store::{Digest, Hasher, MediaType, Store, StoreError};
 
 /// zstd's own default level, as containerd and podman use for zstd layers.
@@ -225,14 +226,7 @@ impl LayerTarWriter {
             )));
         }
         self.last = Some(path.to_string());
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(kind);
-        header.set_mode(mode);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
-        header.set_size(size);
-        Ok(header)
+        Ok(tar_entry::header(kind, size, mode))
     }
 
     pub fn add_dir(&mut self, path: &str) -> io::Result<()> {

@@ -21,6 +21,7 @@ mod source;
 use std::path::PathBuf;
 
 use crate::lock::lockfile::LockfileError;
+use crate::oci::layout::LayoutWriteError;
 use crate::store::{Digest, StoreError};
 
 pub use crate::store::MissingBlob;
@@ -113,6 +114,11 @@ pub enum ArchiveError {
         #[source]
         source: std::io::Error,
     },
+
+    /// Streaming the oci-archive failed (a stored blob that fails its check names
+    /// itself here).
+    #[error("exporting: {0}")]
+    Write(#[from] LayoutWriteError),
 
     #[error("{} already exists and is not an empty directory; choose another output or remove it", path.display())]
     OutputExists { path: PathBuf },

@@ -1,6 +1,6 @@
 //! docker, driven through its command line. The engine here is 20.10: `docker load`
 //! reads only a docker-archive, and no zstd layers in it, so stowage writes one with
-//! zstd layers decompressed on the fly ([`archive::write_docker_archive`]). Its image
+//! zstd layers decompressed on the fly ([`docker_archive::write_docker_archive`]). Its image
 //! ID is `sha256:` and the config digest's hex.
 //!
 //! `STOWAGE_DOCKER_ARGS` (for [`Docker::from_env`]) adds global options to every
@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use super::process::{one_line, Cli};
 use super::{
-    archive, check_loaded, parse_inspect, ContainerRuntime, LoadedImage, RunSpec, RuntimeError,
-    RuntimeImage, RuntimeInfo, StoredImage,
+    check_loaded, docker_archive, parse_inspect, ContainerRuntime, LoadedImage, RunSpec,
+    RuntimeError, RuntimeImage, RuntimeInfo, StoredImage,
 };
 use crate::store::Store;
 
@@ -98,7 +98,7 @@ impl ContainerRuntime for Docker {
     ) -> Result<LoadedImage, RuntimeError> {
         let started = Instant::now();
         let bytes = self.cli.feed("load", &["load"], |stdin| {
-            archive::write_docker_archive(store, image, name, stdin)
+            docker_archive::write_docker_archive(store, image, name, stdin)
         })?;
         check_loaded(self, image, name, bytes, started)
     }

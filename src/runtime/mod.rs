@@ -12,6 +12,7 @@
 
 pub mod archive;
 mod docker;
+pub mod docker_archive;
 mod image;
 mod naming;
 mod podman;

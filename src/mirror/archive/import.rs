@@ -28,9 +28,9 @@ use crate::store::{
 
 use super::closure::needed;
 use super::declared::Declared;
-use super::paths::blob_path;
 use super::source::{decompressed, read_dir, read_tar, LayoutSink};
 use super::{ArchiveError, Format, IoAt};
+use crate::oci::layout::blob_path;
 
 /// containerd's (and docker's) annotation for an image's full name; its
 /// `org.opencontainers.image.ref.name` is then only the tag.

@@ -1,16 +1,10 @@
 //! Paths inside a layout: which files an archive entry is, and the refusal of paths
 //! that would leave the layout's root.
 
+use crate::oci::layout::{INDEX_JSON, OCI_LAYOUT};
 use crate::store::{parse_digest, Digest};
 
 use super::ArchiveError;
-
-/// The layout's version marker.
-pub const OCI_LAYOUT: &str = "oci-layout";
-/// The layout's list of images.
-pub const INDEX_JSON: &str = "index.json";
-/// What stowage writes as `oci-layout`.
-pub const OCI_LAYOUT_JSON: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// What a path inside a layout is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,11 +14,6 @@ pub enum LayoutPath {
     Blob(Digest),
     /// Directories, and files a layout reader ignores.
     Other,
-}
-
-/// `blobs/<algorithm>/<hex>`.
-pub fn blob_path(digest: &Digest) -> String {
-    format!("blobs/{}/{}", digest.algorithm().as_ref(), digest.digest())
 }
 
 /// Normalises an archive entry's raw path (`./` and empty components dropped) and

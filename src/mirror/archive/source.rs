@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::store::{Digest, MANIFEST_LIMIT};
 
-use super::paths::{classify, normalise, LayoutPath, INDEX_JSON, OCI_LAYOUT};
+use super::paths::{classify, normalise, LayoutPath};
 use super::{ArchiveError, IoAt};
+use crate::oci::layout::{INDEX_JSON, OCI_LAYOUT};
 
 /// The archive is read through a buffer this big.
 const READ_BUFFER: usize = 1 << 20;
