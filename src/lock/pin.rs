@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::pull::expect::{Expectations, ExpectedLayer};
-use crate::store::{parse_digest, Digest, StoreError};
+use crate::store::{parse_digest, Descriptor, Digest, MediaType, StoreError};
 
 /// Whether an image is ordinary or factored (one layer per conda package).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,5 +73,14 @@ impl LayerPin {
             media_type: media_type.to_string(),
             package,
         })
+    }
+
+    /// The descriptor to fetch this layer by (what `ensure_layers` takes).
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor::new(
+            MediaType::from(self.media_type.as_str()),
+            self.size,
+            self.digest.clone(),
+        )
     }
 }

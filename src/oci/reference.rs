@@ -59,6 +59,30 @@ impl Reference {
     pub fn name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
     }
+
+    /// Where a mirror of this image lives on `registry`: the same repository and tag
+    /// (`latest` when there is none), no digest (a push names the manifest by tag).
+    pub fn mirrored_to(&self, registry: &str) -> Self {
+        Self {
+            registry: registry.to_string(),
+            tag: Some(self.tag.clone().unwrap_or_else(|| "latest".to_string())),
+            digest: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// The registries some references name, each once, sorted; a reference that does
+/// not parse names none (it fails on its own where it is used).
+pub fn registries<'a>(references: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut hosts: Vec<String> = references
+        .into_iter()
+        .filter_map(|r| r.parse::<Reference>().ok())
+        .map(|r| r.registry)
+        .collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    hosts
 }
 
 impl FromStr for Reference {
@@ -154,6 +178,33 @@ mod tests {
 
     fn parse(s: &str) -> Reference {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_mirror_keeps_repository_and_tag_and_drops_the_digest() {
+        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let pinned = parse(&format!("ghcr.io/x/tool:1.0@{digest}"));
+        assert_eq!(
+            pinned.mirrored_to("127.0.0.1:5000").to_string(),
+            "127.0.0.1:5000/x/tool:1.0"
+        );
+        assert_eq!(
+            parse(&format!("alpine@{digest}"))
+                .mirrored_to("m.example")
+                .to_string(),
+            "m.example/library/alpine:latest"
+        );
+    }
+
+    #[test]
+    fn registries_are_listed_once_and_unparsable_references_name_none() {
+        let refs = [
+            "b.example/x:1",
+            "a.example/y",
+            "b.example/z:2",
+            "Not A Ref!",
+        ];
+        assert_eq!(registries(refs), ["a.example", "b.example"]);
     }
 
     #[test]

@@ -21,6 +21,16 @@ pub struct EnsureReport {
     pub bytes_present: u64,
 }
 
+impl EnsureReport {
+    /// Adds another ensure's counts (several repositories ensured as one job).
+    pub fn add(&mut self, other: &Self) {
+        self.layers += other.layers;
+        self.fetched += other.fetched;
+        self.bytes_fetched += other.bytes_fetched;
+        self.bytes_present += other.bytes_present;
+    }
+}
+
 /// Fetches each of `layers` that the store lacks from `repository` (its tag or digest
 /// is ignored: blobs are fetched by digest), verified like any pull.
 pub async fn ensure_layers(

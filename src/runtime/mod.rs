@@ -17,6 +17,7 @@ mod image;
 mod naming;
 mod podman;
 mod process;
+pub mod warm;
 
 use std::time::Instant;
 

@@ -50,6 +50,15 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
+    /// A client for the registries `references` name (see [`Self::client`]).
+    pub fn client_for<'a>(
+        &self,
+        references: impl IntoIterator<Item = &'a str>,
+    ) -> anyhow::Result<Arc<Client>> {
+        let hosts = stowage::oci::reference::registries(references);
+        self.client(&hosts.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
     /// The `--username` credentials, the password read from stdin once.
     pub fn credentials(&self) -> anyhow::Result<Option<Credentials>> {
         let Some(username) = &self.username else {

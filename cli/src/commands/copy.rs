@@ -12,8 +12,9 @@ use stowage::pull::{pull, PullOptions};
 use stowage::store::Store;
 
 use super::args::{BlobArgs, RegistryArgs};
+use super::progress_for;
 use super::Output;
-use super::{progress_for, runtime};
+use tokio::runtime::Runtime;
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
@@ -69,6 +70,7 @@ impl PushArgs {
 
 /// The store name of `source`, pulling it first when it is only on a registry.
 fn ensure_local(
+    tokio: &Runtime,
     store: &Store,
     source: &str,
     args: &PushArgs,
@@ -81,7 +83,7 @@ fn ensure_local(
         .parse()
         .with_context(|| format!("{source} is neither an image in the store nor a reference"))?;
     let client = args.registry.client(&[&reference.registry])?;
-    let report = runtime()?.block_on(pull(
+    let report = tokio.block_on(pull(
         client,
         store,
         &reference,
@@ -107,17 +109,27 @@ fn print(report: &CopyReport, out: &Output) {
     ));
 }
 
-pub fn copy(store: &Store, args: &CopyArgs, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn copy(
+    tokio: &Runtime,
+    store: &Store,
+    args: &CopyArgs,
+    out: &Output,
+) -> anyhow::Result<ExitCode> {
     let target: Reference = args.target.parse()?;
-    let name = ensure_local(store, &args.source, &args.push, out)?;
+    let name = ensure_local(tokio, store, &args.source, &args.push, out)?;
     let options = args.push.options(&target)?;
-    let report = runtime()?.block_on(copy_image(store, &name, &target, &options))?;
+    let report = tokio.block_on(copy_image(store, &name, &target, &options))?;
     print(&report, out);
     out.json(serde_json::to_value(&report)?);
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn mirror(store: &Store, args: &MirrorArgs, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn mirror(
+    tokio: &Runtime,
+    store: &Store,
+    args: &MirrorArgs,
+    out: &Output,
+) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.list)
         .with_context(|| format!("reading {}", args.list.display()))?;
     let mut reports = Vec::new();
@@ -126,16 +138,10 @@ pub fn mirror(store: &Store, args: &MirrorArgs, out: &Output) -> anyhow::Result<
         if line.is_empty() {
             continue;
         }
-        let source: Reference = line.parse()?;
-        let mut target = source.clone();
-        target.registry = args.to.clone();
-        target.digest = None;
-        if target.tag.is_none() {
-            target.tag = Some("latest".into());
-        }
-        let name = ensure_local(store, line, &args.push, out)?;
+        let target = line.parse::<Reference>()?.mirrored_to(&args.to);
+        let name = ensure_local(tokio, store, line, &args.push, out)?;
         let options = args.push.options(&target)?;
-        let report = runtime()?.block_on(copy_image(store, &name, &target, &options))?;
+        let report = tokio.block_on(copy_image(store, &name, &target, &options))?;
         print(&report, out);
         reports.push(report);
     }

@@ -18,8 +18,9 @@ use stowage::pull::PullOptions;
 use stowage::store::{parse_digest, Descriptor, MediaType, Store};
 
 use super::args::{BlobArgs, RegistryArgs};
+use super::progress_for;
 use super::Output;
-use super::{progress_for, runtime};
+use tokio::runtime::Runtime;
 
 #[derive(Debug, Args)]
 pub struct EnsureArgs {
@@ -39,21 +40,16 @@ pub struct EnsureArgs {
     registry: RegistryArgs,
 }
 
-pub fn ensure(store: &Store, args: &EnsureArgs, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn ensure(
+    tokio: &Runtime,
+    store: &Store,
+    args: &EnsureArgs,
+    out: &Output,
+) -> anyhow::Result<ExitCode> {
     let mut jobs: Vec<(Reference, Vec<Descriptor>)> = Vec::new();
     if let Some(lock) = &args.lock {
         for pin in read_pins(lock)? {
-            let layers = pin
-                .layers
-                .iter()
-                .map(|l| {
-                    Descriptor::new(
-                        MediaType::from(l.media_type.as_str()),
-                        l.size,
-                        l.digest.clone(),
-                    )
-                })
-                .collect();
+            let layers = pin.layers.iter().map(|l| l.descriptor()).collect();
             jobs.push((pin.reference.parse()?, layers));
         }
     } else if let Some(repository) = &args.repository {
@@ -76,13 +72,11 @@ pub fn ensure(store: &Store, args: &EnsureArgs, out: &Output) -> anyhow::Result<
             .collect::<anyhow::Result<Vec<_>>>()?;
         jobs.push((repository.parse()?, layers));
     }
-    let registries: Vec<String> = jobs.iter().map(|(r, _)| r.registry.clone()).collect();
-    let registries: Vec<&str> = registries.iter().map(String::as_str).collect();
+    let registries: Vec<&str> = jobs.iter().map(|(r, _)| r.registry.as_str()).collect();
     let client = args.registry.client(&registries)?;
-    let rt = runtime()?;
     let mut total = EnsureReport::default();
     for (reference, layers) in &jobs {
-        let report = rt.block_on(ensure_layers(
+        let report = tokio.block_on(ensure_layers(
             client.clone(),
             store,
             reference,
@@ -93,10 +87,7 @@ pub fn ensure(store: &Store, args: &EnsureArgs, out: &Output) -> anyhow::Result<
             },
             progress_for(out),
         ))?;
-        total.layers += report.layers;
-        total.fetched += report.fetched;
-        total.bytes_fetched += report.bytes_fetched;
-        total.bytes_present += report.bytes_present;
+        total.add(&report);
     }
     out.line(format!(
         "{} layers: fetched {} ({}), {} already present",
@@ -236,7 +227,12 @@ pub struct FactorArgs {
     registry: RegistryArgs,
 }
 
-pub fn factor(store: &Store, args: &FactorArgs, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn factor(
+    tokio: &Runtime,
+    store: &Store,
+    args: &FactorArgs,
+    out: &Output,
+) -> anyhow::Result<ExitCode> {
     use stowage::factored::install::{LayerOptions, Prefix};
     use stowage::factored::layer_tar::LayerCompression;
     let layer = LayerOptions {
@@ -279,7 +275,7 @@ pub fn factor(store: &Store, args: &FactorArgs, out: &Output) -> anyhow::Result<
             .map(|a| a.reference.registry.as_str())
             .collect();
         let client = args.registry.client(&registries)?;
-        let (fetched, report) = runtime()?.block_on(fetch_packages(
+        let (fetched, report) = tokio.block_on(fetch_packages(
             client,
             store,
             &artifacts,

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 use stowage::lock::lockfile::{read_lockfile, read_pins, Lockfile};
@@ -14,8 +13,9 @@ use stowage::pull::PullOptions;
 use stowage::store::Store;
 
 use super::args::{BlobArgs, RegistryArgs};
+use super::progress_for;
 use super::Output;
-use super::{progress_for, runtime};
+use tokio::runtime::Runtime;
 
 #[derive(Debug, Args)]
 pub struct LockArgs {
@@ -35,7 +35,7 @@ pub struct LockArgs {
     registry: RegistryArgs,
 }
 
-pub fn lock(args: &LockArgs, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn lock(tokio: &Runtime, args: &LockArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let references = args
         .references
         .iter()
@@ -61,7 +61,7 @@ pub fn lock(args: &LockArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let registries: Vec<&str> = registries.iter().map(String::as_str).collect();
     let client = args.registry.client(&registries)?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
-    let moved = runtime()?.block_on(stowage::lock::resolve::lock(
+    let moved = tokio.block_on(stowage::lock::resolve::lock(
         &client,
         &mut lockfile,
         &references,
@@ -104,30 +104,29 @@ pub struct SyncArgs {
     registry: RegistryArgs,
 }
 
-pub fn sync(store: &Store, args: &SyncArgs, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn sync(
+    tokio: &Runtime,
+    store: &Store,
+    args: &SyncArgs,
+    out: &Output,
+) -> anyhow::Result<ExitCode> {
     let pins = read_pins(&args.lockfile)?;
-    let registries: Vec<String> = pins
-        .iter()
-        .filter_map(|p| p.reference.parse::<Reference>().ok())
-        .map(|r| r.registry)
-        .collect();
-    let registries: Vec<&str> = registries.iter().map(String::as_str).collect();
-    let client = args.registry.client(&registries)?;
+    let client = args
+        .registry
+        .client_for(pins.iter().map(|p| p.reference.as_str()))?;
     let options = PullOptions {
         offline: args.offline,
         ttl: std::time::Duration::from_secs(args.ttl),
         blobs: args.blobs.options(),
         ..PullOptions::default()
     };
-    let report = runtime()
-        .context("sync")?
-        .block_on(stowage::lock::sync::sync(
-            client,
-            store,
-            &pins,
-            &options,
-            progress_for(out),
-        ));
+    let report = tokio.block_on(stowage::lock::sync::sync(
+        client,
+        store,
+        &pins,
+        &options,
+        progress_for(out),
+    ));
     for image in &report.images {
         let detail = image
             .detail

@@ -165,32 +165,39 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         json: cli.json,
         quiet: cli.quiet,
     };
-    let store = cli.open_store()?;
+    // One async runtime for the whole command, dropped (waiting for its blocking
+    // tasks) when the command is done.
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let tokio = &tokio;
     match &cli.command {
-        Command::Resolve(args) => return pull::resolve(args, &out),
-        Command::Lock(args) => return lockfile::lock(args, &out),
+        Command::Resolve(args) => return pull::resolve(tokio, args, &out),
+        Command::Lock(args) => return lockfile::lock(tokio, args, &out),
         _ => {}
     }
+    let store = cli.open_store()?;
     match &cli.command {
-        Command::Pull(args) => pull::pull(&store, args, &out),
+        Command::Pull(args) => pull::pull(tokio, &store, args, &out),
         Command::Resolve(_) | Command::Lock(_) => unreachable!("handled above, without a store"),
-        Command::Sync(args) => lockfile::sync(&store, args, &out),
+        Command::Sync(args) => lockfile::sync(tokio, &store, args, &out),
         Command::Export(args) => archive::export(&store, args, &out),
         Command::Import(args) => archive::import(&store, args, &out),
-        Command::Copy(args) => copy::copy(&store, args, &out),
-        Command::EnsureLayers(args) => factored::ensure(&store, args, &out),
+        Command::Copy(args) => copy::copy(tokio, &store, args, &out),
+        Command::EnsureLayers(args) => factored::ensure(tokio, &store, args, &out),
         Command::Assemble(args) => factored::assemble(&store, args, &out),
-        Command::Factor(args) => factored::factor(&store, args, &out),
-        Command::Mirror(args) => copy::mirror(&store, args, &out),
+        Command::Factor(args) => factored::factor(tokio, &store, args, &out),
+        Command::Mirror(args) => copy::mirror(tokio, &store, args, &out),
         Command::Ingest(args) => blobs::ingest(&store, args, &out),
         Command::Verify(args) => maintain::verify(&store, args, &out),
         Command::Gc(args) => maintain::gc(&store, args, &out),
         Command::Du => maintain::du(&store, &out),
         Command::Ls => maintain::ls(&store, &out),
-        Command::Serve(args) => serve::serve(&store, args, &out),
+        Command::Serve(args) => serve::serve(tokio, &store, args, &out),
         Command::Load(args) => runtime::load(&store, args, &out),
         Command::Run(args) => runtime::run(&store, args, &out),
-        Command::Warm(args) => runtime::warm(&store, args, &out),
+        Command::Warm(args) => runtime::warm(tokio, &store, args, &out),
         Command::Inspect { name } => maintain::inspect(&store, name, &out),
     }
 }
@@ -204,13 +211,6 @@ fn default_store_dir() -> anyhow::Result<PathBuf> {
         .filter(|v| !v.is_empty())
         .context("no --store given and neither STOWAGE_STORE, XDG_DATA_HOME nor HOME is set")?;
     Ok(PathBuf::from(home).join(".local/share/stowage"))
-}
-
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
 }
 
 /// Bars on a terminal; nothing on a pipe, with `--json` or with `-q`.

@@ -11,7 +11,8 @@ use stowage::pull::{pull as pull_image, PullOptions};
 use stowage::store::{parse_digest, Store};
 
 use super::args::{BlobArgs, RegistryArgs};
-use super::{progress_for, runtime, Output};
+use super::{progress_for, Output};
+use tokio::runtime::Runtime;
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
@@ -39,7 +40,12 @@ pub struct PullArgs {
     registry: RegistryArgs,
 }
 
-pub fn pull(store: &Store, args: &PullArgs, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn pull(
+    tokio: &Runtime,
+    store: &Store,
+    args: &PullArgs,
+    out: &Output,
+) -> anyhow::Result<ExitCode> {
     let reference: Reference = args.reference.parse()?;
     let mut options = PullOptions {
         all_platforms: args.all_platforms,
@@ -57,7 +63,7 @@ pub fn pull(store: &Store, args: &PullArgs, out: &Output) -> anyhow::Result<Exit
     }
     let client = args.registry.client(&[&reference.registry])?;
     let progress = progress_for(out);
-    let report = runtime()?.block_on(pull_image(client, store, &reference, &options, progress))?;
+    let report = tokio.block_on(pull_image(client, store, &reference, &options, progress))?;
     out.line(format!(
         "{} {}: {} layers, fetched {} in {} blobs, {} already present, {:.2} s",
         report.reference,
@@ -83,11 +89,11 @@ pub struct ResolveArgs {
     registry: RegistryArgs,
 }
 
-pub fn resolve(args: &ResolveArgs, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn resolve(tokio: &Runtime, args: &ResolveArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let reference: Reference = args.reference.parse()?;
     let client = args.registry.client(&[&reference.registry])?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
-    let resolved = runtime()?.block_on(stowage::pull::resolve_digest(
+    let resolved = tokio.block_on(stowage::pull::resolve_digest(
         &client, &reference, &platform,
     ))?;
     out.line(&resolved.manifest_digest);

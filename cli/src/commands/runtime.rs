@@ -4,20 +4,20 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 use stowage::lock::lockfile::read_pins;
-use stowage::oci::reference::Reference;
-use stowage::pull::{pull as pull_image, PullOptions};
+use stowage::pull::PullOptions;
+use stowage::runtime::warm::{pull_targets, sync_targets, warm_one, WarmTarget, Warmed};
 use stowage::runtime::{
     by_name, runtime_name, ContainerRuntime, LoadedImage, RunSpec, RuntimeInfo, StoredImage,
 };
 use stowage::store::Store;
+use tokio::runtime::Runtime;
 
 use super::args::{BlobArgs, RegistryArgs};
+use super::progress_for;
 use super::Output;
-use super::{progress_for, runtime as async_runtime};
 
 /// Which runtime to hand images to.
 #[derive(Debug, Args)]
@@ -120,42 +120,39 @@ pub struct WarmArgs {
     registry: RegistryArgs,
 }
 
-/// One image of a warm: its name in the store, or why it is not there.
-struct Wanted {
-    label: String,
-    store_ref: Result<String, String>,
-    /// The manifest digest a lockfile pins.
-    pinned: Option<String>,
-}
-
 /// Syncs (or pulls) the images into the store, then loads each one the runtime
 /// does not already hold.
-pub fn warm(store: &Store, args: &WarmArgs, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn warm(
+    tokio: &Runtime,
+    store: &Store,
+    args: &WarmArgs,
+    out: &Output,
+) -> anyhow::Result<ExitCode> {
     let (runtime, info) = args.runtime.open()?;
-    let wanted = fetch(store, args, out)?;
+    let targets = targets(tokio, store, args, out)?;
     let mut reports = Vec::new();
     let (mut loaded, mut skipped, mut failed) = (0, 0, 0);
-    for want in wanted {
-        let result = want
-            .store_ref
-            .and_then(|name| warm_one(store, runtime.as_ref(), &name, want.pinned.as_deref()));
-        let (status, report) = match result {
-            Ok((true, image)) => {
+    for target in targets {
+        let (status, mut report) = match warm_one(store, runtime.as_ref(), &target) {
+            Ok(Warmed {
+                skipped: true,
+                image,
+            }) => {
                 skipped += 1;
                 out.line(format!(
                     "skipped {}: {} already holds {} ({})",
-                    want.label,
+                    target.label,
                     runtime.name(),
                     image.name,
                     image.id
                 ));
                 ("skipped", json!(image))
             }
-            Ok((false, image)) => {
+            Ok(Warmed { image, .. }) => {
                 loaded += 1;
                 out.line(format!(
                     "loaded {} into {} as {} ({}, {:.2} s)",
-                    want.label,
+                    target.label,
                     runtime.name(),
                     image.name,
                     image.id,
@@ -163,14 +160,13 @@ pub fn warm(store: &Store, args: &WarmArgs, out: &Output) -> anyhow::Result<Exit
                 ));
                 ("loaded", json!(image))
             }
-            Err(detail) => {
+            Err(e) => {
                 failed += 1;
-                out.problem(format!("failed {}: {detail}", want.label));
-                ("failed", json!({ "detail": detail }))
+                out.problem(format!("failed {}: {e}", target.label));
+                ("failed", json!({ "detail": e.to_string() }))
             }
         };
-        let mut report = report;
-        report["reference"] = json!(want.label);
+        report["reference"] = json!(target.label);
         report["status"] = json!(status);
         reports.push(report);
     }
@@ -192,8 +188,13 @@ pub fn warm(store: &Store, args: &WarmArgs, out: &Output) -> anyhow::Result<Exit
     })
 }
 
-/// Pulls the references, or syncs the lockfile; says where each image is stored.
-fn fetch(store: &Store, args: &WarmArgs, out: &Output) -> anyhow::Result<Vec<Wanted>> {
+/// Syncs the lockfile, or pulls the references.
+fn targets(
+    tokio: &Runtime,
+    store: &Store,
+    args: &WarmArgs,
+    out: &Output,
+) -> anyhow::Result<Vec<WarmTarget>> {
     let options = PullOptions {
         offline: args.offline,
         blobs: args.blobs.options(),
@@ -201,116 +202,27 @@ fn fetch(store: &Store, args: &WarmArgs, out: &Output) -> anyhow::Result<Vec<Wan
     };
     if let Some(lock) = &args.lock {
         let pins = read_pins(lock)?;
-        let registries = registries(pins.iter().map(|p| p.reference.as_str()));
-        let registries: Vec<&str> = registries.iter().map(String::as_str).collect();
-        let client = args.registry.client(&registries)?;
-        let report = async_runtime()
-            .context("sync")?
-            .block_on(stowage::lock::sync::sync(
-                client,
-                store,
-                &pins,
-                &options,
-                progress_for(out),
-            ));
-        return Ok(pins
-            .iter()
-            .zip(report.images)
-            .map(|(pin, synced)| Wanted {
-                label: pin.name.clone(),
-                store_ref: if synced.status.is_whole() {
-                    pin.reference
-                        .parse::<Reference>()
-                        .map(|r| r.to_string())
-                        .map_err(|e| e.to_string())
-                } else {
-                    Err(format!(
-                        "{} in the store{}",
-                        synced.status.as_str(),
-                        synced.detail.map(|d| format!(": {d}")).unwrap_or_default()
-                    ))
-                },
-                pinned: Some(pin.manifest.as_ref().unwrap_or(&pin.digest).to_string()),
-            })
-            .collect());
+        let client = args
+            .registry
+            .client_for(pins.iter().map(|p| p.reference.as_str()))?;
+        return Ok(tokio.block_on(sync_targets(
+            client,
+            store,
+            &pins,
+            &options,
+            progress_for(out),
+        )));
     }
-    let registries = registries(args.references.iter().map(String::as_str));
-    let registries: Vec<&str> = registries.iter().map(String::as_str).collect();
-    let client = args.registry.client(&registries)?;
-    let tokio = async_runtime()?;
-    let mut wanted = Vec::new();
-    for reference in &args.references {
-        // Offline, a name the store holds as it is needs no pull (`fixture`).
-        if args.offline && store.resolve_ref(reference)?.is_some() {
-            wanted.push(Wanted {
-                label: reference.clone(),
-                store_ref: Ok(reference.clone()),
-                pinned: None,
-            });
-            continue;
-        }
-        let store_ref = match reference.parse::<Reference>() {
-            Ok(parsed) => tokio
-                .block_on(pull_image(
-                    client.clone(),
-                    store,
-                    &parsed,
-                    &options,
-                    progress_for(out),
-                ))
-                .map(|report| report.reference)
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        wanted.push(Wanted {
-            label: reference.clone(),
-            store_ref,
-            pinned: None,
-        });
-    }
-    Ok(wanted)
-}
-
-fn registries<'a>(references: impl Iterator<Item = &'a str>) -> Vec<String> {
-    references
-        .filter_map(|r| r.parse::<Reference>().ok())
-        .map(|r| r.registry)
-        .collect()
-}
-
-/// Loads one stored image unless the runtime holds it; `true` when skipped.
-fn warm_one(
-    store: &Store,
-    runtime: &dyn ContainerRuntime,
-    store_ref: &str,
-    pinned: Option<&str>,
-) -> Result<(bool, LoadedImage), String> {
-    let image = StoredImage::open(store, store_ref).map_err(|e| e.to_string())?;
-    if let Some(pinned) = pinned {
-        if image.manifest.digest().to_string() != pinned {
-            return Err(format!(
-                "the store's {store_ref} is {}, not the pinned {pinned}",
-                image.manifest.digest()
-            ));
-        }
-    }
-    let name = runtime_name(&image.store_ref);
-    let id = image.config.digest().to_string();
-    if runtime.is_locally_available(&name, &id) {
-        return Ok((
-            true,
-            LoadedImage {
-                name,
-                id,
-                bytes: 0,
-                seconds: 0.0,
-            },
-        ));
-    }
-    let loaded = runtime
-        .load(store, &image, &name)
-        .map_err(|e| e.to_string())?;
-    Ok((false, loaded))
+    let client = args
+        .registry
+        .client_for(args.references.iter().map(String::as_str))?;
+    Ok(tokio.block_on(pull_targets(
+        client,
+        store,
+        &args.references,
+        &options,
+        || progress_for(out),
+    ))?)
 }
 
 fn loaded_line(image: &StoredImage, runtime: &str, loaded: &LoadedImage) -> String {

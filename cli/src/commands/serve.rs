@@ -40,11 +40,15 @@ pub struct ServeArgs {
 /// Prints `serving <store> on http://ADDR` (or, with `--json`, `{"store","addr","url"}`)
 /// once listening, then serves until SIGINT or SIGTERM, letting requests in flight
 /// finish.
-pub fn serve(store: &Store, args: &ServeArgs, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn serve(
+    runtime: &tokio::runtime::Runtime,
+    store: &Store,
+    args: &ServeArgs,
+    out: &Output,
+) -> anyhow::Result<ExitCode> {
     if let Err(e) = raise_fd_limit() {
         tracing::warn!("{e}; serving within the current limit");
     }
-    let runtime = super::runtime()?;
     runtime.block_on(async {
         // Handlers first, so a signal sent as soon as the address is printed counts.
         let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
