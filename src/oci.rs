@@ -7,5 +7,6 @@ pub mod annotation;
 pub mod assemble;
 pub mod inspect;
 pub mod layers;
+pub mod manifest;
 pub mod platform;
 pub mod reference;

@@ -17,7 +17,8 @@ use serde::Serialize;
 use tokio::io::AsyncReadExt;
 
 use crate::oci::reference::Reference;
-use crate::registry::{Credentials, FetchedManifest};
+use crate::oci::manifest::RawManifest;
+use crate::registry::Credentials;
 use crate::store::{
     children, is_graph_type, Descriptor, Digest, Store, StoreError, MANIFEST_LIMIT,
 };
@@ -211,9 +212,9 @@ fn plan(
     store: &Store,
     name: &str,
     root: &Descriptor,
-) -> Result<(Vec<Descriptor>, Vec<FetchedManifest>), CopyError> {
+) -> Result<(Vec<Descriptor>, Vec<RawManifest>), CopyError> {
     let mut blobs: Vec<Descriptor> = Vec::new();
-    let mut manifests: Vec<FetchedManifest> = Vec::new();
+    let mut manifests: Vec<RawManifest> = Vec::new();
     let mut stack = vec![(root.clone(), false)];
     while let Some((descriptor, expanded)) = stack.pop() {
         let digest = descriptor.digest().clone();
@@ -232,7 +233,7 @@ fn plan(
         let bytes = store.read_blob(&digest, MANIFEST_LIMIT)?;
         if expanded {
             if !manifests.iter().any(|m| m.digest == digest) {
-                manifests.push(FetchedManifest::from_stored(bytes, digest));
+                manifests.push(RawManifest::from_stored(bytes, digest));
             }
             continue;
         }

@@ -32,7 +32,9 @@ pub use credentials::lookup as stored_credentials;
 pub use error::RegistryError;
 pub(crate) use in_flight::wait as wait_for_fetch;
 pub use low_speed::LowSpeed;
-pub use manifest::{FetchedManifest, ManifestKind, MANIFEST_ACCEPT};
+// What `Client::manifest` returns, and what parsing it gives; defined below all I/O.
+pub use crate::oci::manifest::{ManifestKind, RawManifest};
+pub use manifest::MANIFEST_ACCEPT;
 pub use retry::RetryPolicy;
 
 /// How to reach registries.
