@@ -1,8 +1,10 @@
-//! The OCI distribution client for the pull path, written on `reqwest` directly:
+//! The OCI distribution client: pulls and pushes side by side, configured by one
+//! [`ClientConfig`]. The pull side ([`Client`]) is written on `reqwest` directly:
 //! `oci-client` 0.18 returns Range responses unverified, has no retries and loses
 //! Retry-After, cannot take our HTTP client, and keeps the first credentials per
 //! registry (ARCHITECTURE.md). Auth, manifests, blob GETs with resume and retries. It
-//! never writes files itself; blob bodies go into the store's ingest.
+//! never writes files itself; blob bodies go into the store's ingest. The push side
+//! ([`Pusher`], `push.rs`) wraps `oci-client`, which serves uploads well.
 
 mod auth;
 mod blob;
@@ -12,6 +14,7 @@ mod error;
 mod in_flight;
 mod low_speed;
 mod manifest;
+mod push;
 mod retry;
 mod split;
 
@@ -35,9 +38,11 @@ pub use low_speed::LowSpeed;
 // What `Client::manifest` returns, and what parsing it gives; defined below all I/O.
 pub use crate::oci::manifest::{ManifestKind, RawManifest};
 pub use manifest::MANIFEST_ACCEPT;
+pub use push::{PushError, PushOptions, Pusher};
 pub use retry::RetryPolicy;
 
-/// How to reach registries.
+/// How to reach registries, for pulls and pushes alike (`retry`, `concurrency` and
+/// `low_speed` bound pulls only).
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Registries (host[:port]) that may be reached over plain HTTP when they do not
@@ -114,10 +119,7 @@ impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, RegistryError> {
         let mut ca_certs = Vec::new();
         for path in &config.ca_certs {
-            let pem = std::fs::read(path).map_err(|e| RegistryError::Config {
-                what: path.display().to_string(),
-                detail: format!("cannot read the CA certificate: {e}"),
-            })?;
+            let pem = read_ca_cert(path)?;
             let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| RegistryError::Config {
                 what: path.display().to_string(),
                 detail: format!("not a PEM certificate: {e}"),
@@ -345,6 +347,14 @@ impl Client {
             return Ok(response);
         }
     }
+}
+
+/// The contents of a `--ca-cert` file (pull and push read them alike).
+fn read_ca_cert(path: &std::path::Path) -> Result<Vec<u8>, RegistryError> {
+    std::fs::read(path).map_err(|e| RegistryError::Config {
+        what: path.display().to_string(),
+        detail: format!("cannot read the CA certificate: {e}"),
+    })
 }
 
 /// Whether a request failed because nothing accepted the connection.

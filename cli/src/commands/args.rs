@@ -72,19 +72,15 @@ impl RegistryArgs {
         }))
     }
 
-    /// `--ca-cert` files.
-    pub fn ca_cert_paths(&self) -> &[PathBuf] {
-        &self.ca_cert
-    }
-
-    /// `--insecure-registry` hosts.
-    pub fn insecure_hosts(&self) -> &[String] {
-        &self.insecure
-    }
-
     /// A client; `--username` credentials are for the one registry of `registries`
     /// (naming several is refused: one registry's password is never sent to another).
     pub fn client(&self, registries: &[&str]) -> anyhow::Result<Arc<Client>> {
+        Ok(Arc::new(Client::new(self.config(registries)?)?))
+    }
+
+    /// The configuration [`client`](Self::client) builds a client from, for pushes as
+    /// well as pulls; `registries` as there.
+    pub fn config(&self, registries: &[&str]) -> anyhow::Result<ClientConfig> {
         let mut credentials = HashMap::new();
         let mut hosts: Vec<&str> = registries.to_vec();
         hosts.sort_unstable();
@@ -103,7 +99,7 @@ impl RegistryArgs {
                 credentials.insert(registry.to_string(), basic.clone());
             }
         }
-        let config = ClientConfig {
+        Ok(ClientConfig {
             insecure: self.insecure.clone(),
             ca_certs: self.ca_cert.clone(),
             credentials,
@@ -116,8 +112,7 @@ impl RegistryArgs {
                 attempts: self.retries.max(1),
                 ..RetryPolicy::default()
             },
-        };
-        Ok(Arc::new(Client::new(config)?))
+        })
     }
 }
 
