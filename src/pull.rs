@@ -4,6 +4,7 @@
 pub mod ensure;
 pub mod expect;
 mod fetch;
+mod in_flight;
 pub mod pinned;
 pub mod progress;
 pub mod tagcache;
