@@ -169,3 +169,94 @@ fn sniff_media_type(bytes: &[u8]) -> String {
         _ => OCI_MANIFEST.into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest() -> Digest {
+        format!("sha256:{}", "0".repeat(64)).parse().unwrap()
+    }
+
+    fn image(size: u64) -> Vec<u8> {
+        let descriptor = |n: char, size: u64| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": format!("sha256:{}", n.to_string().repeat(64)),
+                "size": size,
+            })
+        };
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "config": descriptor('c', 2),
+            "layers": [descriptor('a', size), descriptor('b', size)],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_media_type_is_named_or_implied() {
+        let index = br#"{"schemaVersion": 2, "manifests": []}"#.to_vec();
+        let stored = RawManifest::from_stored(index.clone(), digest());
+        assert_eq!(stored.media_type, OCI_INDEX);
+        assert!(matches!(stored.parse("x"), Ok(ManifestKind::Index(_))));
+        let stored = RawManifest::from_stored(image(1), digest());
+        assert_eq!(stored.media_type, OCI_MANIFEST);
+        assert!(matches!(stored.parse("x"), Ok(ManifestKind::Image(_))));
+        // A Content-Type that is no manifest type is not believed; one that is, is.
+        let received = RawManifest::received(index.clone(), digest(), Some("text/plain"));
+        assert_eq!(received.media_type, OCI_INDEX);
+        let received = RawManifest::received(index, digest(), Some(OCI_MANIFEST));
+        assert!(
+            received.parse("x").is_err(),
+            "read as the type it came with"
+        );
+    }
+
+    #[test]
+    fn schema_1_and_unknown_types_are_refused_by_name() {
+        let v1 = br#"{"schemaVersion": 1, "name": "x", "fsLayers": []}"#.to_vec();
+        let err = RawManifest::from_stored(v1, digest())
+            .parse("x")
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("manifest x: Docker schema 1"),
+            "{err}"
+        );
+        let other = RawManifest {
+            bytes: image(1),
+            digest: digest(),
+            media_type: "application/json".into(),
+        };
+        let err = other.parse("x").unwrap_err();
+        assert!(err.to_string().contains("unsupported media type"), "{err}");
+    }
+
+    #[test]
+    fn declared_sizes_together_fit_an_int64() {
+        let err = RawManifest::from_stored(image(i64::MAX as u64 / 2 + 1), digest())
+            .parse("x")
+            .unwrap_err();
+        assert!(err.detail.starts_with("layer 1 "), "{err}");
+    }
+
+    #[test]
+    fn an_index_entry_is_picked_by_platform() {
+        let index: ImageIndex = serde_json::from_value(serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": digest().to_string(), "size": 1},
+                {"mediaType": OCI_MANIFEST, "digest": digest().to_string(), "size": 2,
+                 "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+                {"mediaType": OCI_MANIFEST, "digest": digest().to_string(), "size": 3,
+                 "platform": {"os": "linux", "architecture": "amd64"}},
+            ],
+        }))
+        .unwrap();
+        assert_eq!(platforms(&index), ["linux/arm64/v8", "linux/amd64"]);
+        let amd64: Platform = "linux/amd64".parse().unwrap();
+        assert_eq!(platform_entry(&index, &amd64).map(|d| d.size()), Some(3));
+        let s390x: Platform = "linux/s390x".parse().unwrap();
+        assert!(platform_entry(&index, &s390x).is_none());
+    }
+}
