@@ -3,7 +3,7 @@
 //! take a file path. No parsing happens here. Not a stable API.
 //!
 //! Parsers the targets reach through the public API (`Reference::from_str`,
-//! `FetchedManifest::parse`) have no wrapper.
+//! `oci::manifest::RawManifest::parse`) have no wrapper.
 
 use std::path::Path;
 

@@ -8,6 +8,7 @@ pub mod assemble;
 pub mod inspect;
 pub mod layers;
 pub mod layout;
+pub mod manifest;
 pub mod platform;
 pub mod reference;
 pub mod tar_entry;

@@ -4,6 +4,7 @@
 pub mod ensure;
 pub mod expect;
 mod fetch;
+mod in_flight;
 pub mod pinned;
 pub mod progress;
 pub mod tagcache;
@@ -14,12 +15,13 @@ use std::time::Instant;
 use oci_spec::image::{Descriptor, ImageManifest};
 use serde::Serialize;
 
+use crate::oci::manifest::{platform_entry, platforms, ManifestError, ManifestKind, RawManifest};
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
 use crate::pull::expect::{Expectations, Mismatch};
 use crate::pull::progress::ProgressReporter;
 use crate::pull::tagcache::TagCache;
-use crate::registry::{BlobOptions, Client, FetchedManifest, ManifestKind, RegistryError};
+use crate::registry::{BlobOptions, Client, RegistryError};
 use crate::store::{Digest, Store, StoreError, MANIFEST_LIMIT};
 
 pub(crate) use fetch::fetch_all;
@@ -86,17 +88,25 @@ pub enum PullError {
     NotLocal { reference: String, detail: String },
 }
 
+/// A manifest that cannot be used is the registry's `BadManifest`, read from the
+/// registry or from the store alike.
+impl From<ManifestError> for PullError {
+    fn from(e: ManifestError) -> Self {
+        PullError::Registry(e.into())
+    }
+}
+
 /// The images a reference resolved to, with the manifests to store.
 struct Resolved {
     /// The ref's descriptor when the image was resolved from the store: it stays as
     /// it is recorded (an offline pull never narrows an index to one platform).
     stored: Option<Descriptor>,
     /// The index, when the reference names one.
-    index: Option<FetchedManifest>,
+    index: Option<RawManifest>,
     /// The index a stored single-platform image was chosen from, as recorded.
     recorded_index: Option<Digest>,
     images: Vec<(
-        FetchedManifest,
+        RawManifest,
         ImageManifest,
         Option<oci_spec::image::Platform>,
     )>,
@@ -311,11 +321,11 @@ async fn manifest(
     store: &Store,
     reference: &Reference,
     target: &str,
-) -> Result<FetchedManifest, PullError> {
+) -> Result<RawManifest, PullError> {
     if let Ok(digest) = crate::store::parse_digest(target) {
         if store.has(&digest) {
             let bytes = store.read_blob(&digest, MANIFEST_LIMIT)?;
-            return Ok(FetchedManifest::from_stored(bytes, digest));
+            return Ok(RawManifest::from_stored(bytes, digest));
         }
     }
     Ok(client.manifest(reference, target).await?)
@@ -338,7 +348,7 @@ fn resolve_offline(
     let bytes = store
         .read_blob(descriptor.digest(), MANIFEST_LIMIT)
         .map_err(|e| not_local(format!(": {e}")))?;
-    let top = FetchedManifest::from_stored(bytes, descriptor.digest().clone());
+    let top = RawManifest::from_stored(bytes, descriptor.digest().clone());
     match top.parse(&name)? {
         ManifestKind::Image(image) => {
             if let Some(stored) = descriptor.platform() {
@@ -373,7 +383,7 @@ fn resolve_offline(
                 let bytes = store
                     .read_blob(child.digest(), MANIFEST_LIMIT)
                     .map_err(|e| not_local(format!(": {e}")))?;
-                let fetched = FetchedManifest::from_stored(bytes, child.digest().clone());
+                let fetched = RawManifest::from_stored(bytes, child.digest().clone());
                 if let ManifestKind::Image(image) = fetched.parse(&name)? {
                     images.push((fetched, image, child.platform().clone()));
                 }
@@ -424,18 +434,9 @@ pub(crate) fn choose_platform<'i>(
     platform: &Platform,
     reference: &Reference,
 ) -> Result<&'i Descriptor, RegistryError> {
-    index
-        .manifests()
-        .iter()
-        .find(|d| d.platform().as_ref().is_some_and(|p| platform.matches(p)))
-        .ok_or_else(|| RegistryError::NoPlatform {
-            reference: reference.to_string(),
-            platform: platform.to_string(),
-            available: index
-                .manifests()
-                .iter()
-                .filter_map(|d| d.platform().as_ref().map(Platform::describe))
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+    platform_entry(index, platform).ok_or_else(|| RegistryError::NoPlatform {
+        reference: reference.to_string(),
+        platform: platform.to_string(),
+        available: platforms(index).join(", "),
+    })
 }

@@ -3,16 +3,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stowage::registry::{FetchedManifest, ManifestKind, MANIFEST_ACCEPT};
+use stowage::oci::manifest::{ManifestKind, RawManifest};
+use stowage::registry::MANIFEST_ACCEPT;
 use stowage::store::parse_digest;
 
 fuzz_target!(|data: &[u8]| {
     let digest = parse_digest(&format!("sha256:{}", "0".repeat(64))).expect("a digest");
-    let sniffed = FetchedManifest::from_stored(data.to_vec(), digest.clone());
+    let sniffed = RawManifest::from_stored(data.to_vec(), digest.clone());
     let _ = sniffed.descriptor();
     let declared = MANIFEST_ACCEPT
         .split(", ")
-        .map(|media_type| FetchedManifest {
+        .map(|media_type| RawManifest {
             bytes: data.to_vec(),
             digest: digest.clone(),
             media_type: media_type.to_string(),

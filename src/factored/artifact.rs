@@ -45,9 +45,10 @@ use serde::Serialize;
 // The CEP draft's manifest annotations are the ones a factored layer carries.
 use super::package::{CondaPackage, PackageError, PackageFormat};
 use crate::oci::annotation::{ANNOTATION_BUILD, ANNOTATION_NAME, ANNOTATION_VERSION};
+use crate::oci::manifest::ManifestKind;
 use crate::pull::progress::ProgressReporter;
 use crate::pull::{fetch_all, PullError, PullOptions};
-use crate::registry::{Client, ManifestKind};
+use crate::registry::Client;
 use crate::store::{Digest, Store, StoreError};
 
 mod source;

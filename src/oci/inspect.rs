@@ -4,7 +4,7 @@
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 use serde::Serialize;
 
-use crate::registry::{FetchedManifest, ManifestKind};
+use crate::oci::manifest::{platforms, ManifestKind, RawManifest};
 use crate::store::{Store, StoreError, MANIFEST_LIMIT};
 
 /// One layer as the manifest lists it.
@@ -47,7 +47,7 @@ pub fn inspect(store: &Store, name: &str) -> Result<ImageInfo, InspectError> {
         .resolve_ref(name)?
         .ok_or_else(|| InspectError::NotFound(name.to_string()))?;
     let bytes = store.read_blob(descriptor.digest(), MANIFEST_LIMIT)?;
-    let fetched = FetchedManifest::from_stored(bytes, descriptor.digest().clone());
+    let stored = RawManifest::from_stored(bytes, descriptor.digest().clone());
     let malformed = |detail: String| InspectError::Malformed {
         reference: name.to_string(),
         detail,
@@ -55,7 +55,7 @@ pub fn inspect(store: &Store, name: &str) -> Result<ImageInfo, InspectError> {
     let mut info = ImageInfo {
         reference: name.to_string(),
         digest: descriptor.digest().to_string(),
-        media_type: fetched.media_type.clone(),
+        media_type: stored.media_type.clone(),
         platforms: Vec::new(),
         layers: Vec::new(),
         size: 0,
@@ -63,17 +63,9 @@ pub fn inspect(store: &Store, name: &str) -> Result<ImageInfo, InspectError> {
         entrypoint: Vec::new(),
         cmd: Vec::new(),
     };
-    match fetched.parse(name).map_err(|e| malformed(e.to_string()))? {
+    match stored.parse(name).map_err(|e| malformed(e.to_string()))? {
         ManifestKind::Index(index) => {
-            info.platforms = index
-                .manifests()
-                .iter()
-                .filter_map(|d| {
-                    d.platform()
-                        .as_ref()
-                        .map(crate::oci::platform::Platform::describe)
-                })
-                .collect();
+            info.platforms = platforms(&index);
         }
         ManifestKind::Image(manifest) => fill_image(store, &manifest, &mut info, &malformed)?,
     }

@@ -1,5 +1,6 @@
 //! The registry client's typed errors. None of them carries a credential or a token.
 
+use crate::oci::manifest::ManifestError;
 use crate::store::{Digest, StoreError};
 
 /// Errors from talking to a registry.
@@ -66,4 +67,13 @@ pub enum RegistryError {
     /// Something in the store failed (a digest mismatch is reported from here).
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<ManifestError> for RegistryError {
+    fn from(e: ManifestError) -> Self {
+        RegistryError::BadManifest {
+            reference: e.reference,
+            detail: e.detail,
+        }
+    }
 }

@@ -1,20 +1,23 @@
-//! The OCI distribution client for the pull path, written on `reqwest` directly:
+//! The OCI distribution client: pulls and pushes side by side, configured by one
+//! [`ClientConfig`]. The pull side ([`Client`]) is written on `reqwest` directly:
 //! `oci-client` 0.18 returns Range responses unverified, has no retries and loses
 //! Retry-After, cannot take our HTTP client, and keeps the first credentials per
 //! registry (ARCHITECTURE.md). Auth, manifests, blob GETs with resume and retries. It
-//! never writes files itself; blob bodies go into the store's ingest.
+//! never writes files itself; blob bodies go into the store's ingest. The push side
+//! ([`Pusher`], `push.rs`) wraps `oci-client`, which serves uploads well.
 
 mod auth;
 mod blob;
 mod body;
 mod credentials;
 mod error;
-mod in_flight;
 mod low_speed;
 mod manifest;
+mod push;
 mod retry;
 mod split;
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -30,12 +33,15 @@ pub(crate) use auth::{foreign_plain_realm, read_challenge, Challenge};
 pub use blob::{BlobOptions, OnBytes};
 pub use credentials::lookup as stored_credentials;
 pub use error::RegistryError;
-pub(crate) use in_flight::wait as wait_for_fetch;
 pub use low_speed::LowSpeed;
-pub use manifest::{FetchedManifest, ManifestKind, MANIFEST_ACCEPT};
+// What `Client::manifest` returns, and what parsing it gives; defined below all I/O.
+pub use crate::oci::manifest::{ManifestKind, RawManifest};
+pub use manifest::MANIFEST_ACCEPT;
+pub use push::{PushError, PushOptions, Pusher};
 pub use retry::RetryPolicy;
 
-/// How to reach registries.
+/// How to reach registries, for pulls and pushes alike (`retry`, `concurrency` and
+/// `low_speed` bound pulls only).
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Registries (host[:port]) that may be reached over plain HTTP when they do not
@@ -83,15 +89,10 @@ pub struct Client {
     downloads: Arc<Semaphore>,
     /// The permits of `downloads`.
     concurrency: usize,
-    /// Twice as many permits as `downloads`: a blob is opened in the store (a file, a
-    /// lock and, when big, a hash thread) only once it holds one, so a pull of hundreds
-    /// of blobs does not hold hundreds open while it waits to download. Twice, so blobs
-    /// finishing their hash and fsync, or waiting on the ingest lock of another process
-    /// storing the same blob, do not keep the downloads from being used. (A blob another
-    /// pull of this process is fetching is waited for without a permit: `in_flight`.)
-    blobs_open: Arc<Semaphore>,
-    /// The blobs this process is fetching, so each is fetched once at a time.
-    in_flight: in_flight::InFlight,
+    /// State the layers above keep per client, one value of each type, made on first
+    /// use: the pull side's blobs in flight and bound on open blobs (`pull::fetch`).
+    /// The client only holds it, so that everything sharing the client shares it.
+    attached: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
     /// Blob body bytes received so far by this client, for judging how fast the link
     /// is as a whole (`split.rs`).
     received: std::sync::atomic::AtomicU64,
@@ -112,10 +113,7 @@ impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, RegistryError> {
         let mut ca_certs = Vec::new();
         for path in &config.ca_certs {
-            let pem = std::fs::read(path).map_err(|e| RegistryError::Config {
-                what: path.display().to_string(),
-                detail: format!("cannot read the CA certificate: {e}"),
-            })?;
+            let pem = read_ca_cert(path)?;
             let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| RegistryError::Config {
                 what: path.display().to_string(),
                 detail: format!("not a PEM certificate: {e}"),
@@ -140,8 +138,7 @@ impl Client {
             schemes: Mutex::default(),
             downloads: Arc::new(Semaphore::new(config.concurrency.max(1))),
             concurrency: config.concurrency.max(1),
-            blobs_open: Arc::new(Semaphore::new(2 * config.concurrency.max(1))),
-            in_flight: in_flight::InFlight::default(),
+            attached: Mutex::default(),
             received: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -245,18 +242,19 @@ impl Client {
         self.concurrency
     }
 
-    /// The bound on blobs open for fetching at once (see `blobs_open`).
-    pub(crate) fn blobs_open(&self) -> &Arc<Semaphore> {
-        &self.blobs_open
-    }
-
-    /// Claims a blob for fetching; `Err` holds a fetch of it already under way in this
-    /// process, to wait for with [`wait_for_fetch`].
-    pub(crate) fn claim_fetch(
-        &self,
-        digest: &crate::store::Digest,
-    ) -> Result<in_flight::Fetching<'_>, tokio::sync::watch::Receiver<()>> {
-        self.in_flight.claim(digest)
+    /// The `T` attached to this client, made by `init` the first time one is asked for;
+    /// every holder of this client gets the same one.
+    pub(crate) fn attached<T: Any + Send + Sync>(&self, init: impl FnOnce(&Self) -> T) -> Arc<T> {
+        let mut attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = attached
+            .iter()
+            .find_map(|a| Arc::clone(a).downcast::<T>().ok())
+        {
+            return found;
+        }
+        let made = Arc::new(init(self));
+        attached.push(made.clone());
+        made
     }
 
     /// GETs `url` on `host` for a pull of `repository`: authenticates on a 401, retries
@@ -343,6 +341,14 @@ impl Client {
             return Ok(response);
         }
     }
+}
+
+/// The contents of a `--ca-cert` file (pull and push read them alike).
+fn read_ca_cert(path: &std::path::Path) -> Result<Vec<u8>, RegistryError> {
+    std::fs::read(path).map_err(|e| RegistryError::Config {
+        what: path.display().to_string(),
+        detail: format!("cannot read the CA certificate: {e}"),
+    })
 }
 
 /// Whether a request failed because nothing accepted the connection.

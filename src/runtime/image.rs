@@ -3,9 +3,9 @@
 
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 
+use crate::oci::manifest::{platform_entry, ManifestKind, RawManifest};
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
-use crate::registry::{FetchedManifest, ManifestKind};
 use crate::store::{parse_digest, Descriptor, Digest, Store, StoreError, MANIFEST_LIMIT};
 
 /// One image of the store, whole, ready to be archived.
@@ -49,22 +49,19 @@ impl StoredImage {
             detail,
         };
         let bytes = store.read_blob(descriptor.digest(), MANIFEST_LIMIT)?;
-        let mut fetched = FetchedManifest::from_stored(bytes, descriptor.digest().clone());
-        let manifest: ImageManifest = match fetched.parse(&store_ref) {
+        let mut stored = RawManifest::from_stored(bytes, descriptor.digest().clone());
+        let manifest: ImageManifest = match stored.parse(&store_ref) {
             Ok(ManifestKind::Image(manifest)) => manifest,
             Ok(ManifestKind::Index(index)) => {
                 let host = Platform::host();
-                let child = index
-                    .manifests()
-                    .iter()
-                    .find(|d| d.platform().as_ref().is_some_and(|p| host.matches(p)))
-                    .ok_or_else(|| ImageError::NoPlatform {
+                let child =
+                    platform_entry(&index, &host).ok_or_else(|| ImageError::NoPlatform {
                         name: store_ref.clone(),
                         platform: host.to_string(),
                     })?;
                 let bytes = store.read_blob(child.digest(), MANIFEST_LIMIT)?;
-                fetched = FetchedManifest::from_stored(bytes, child.digest().clone());
-                match fetched.parse(&store_ref) {
+                stored = RawManifest::from_stored(bytes, child.digest().clone());
+                match stored.parse(&store_ref) {
                     Ok(ManifestKind::Image(manifest)) => manifest,
                     Ok(ManifestKind::Index(_)) => {
                         return Err(malformed("an index in an index".into()))
@@ -74,7 +71,7 @@ impl StoredImage {
             }
             Err(e) => return Err(malformed(e.to_string())),
         };
-        let manifest_descriptor = fetched.descriptor();
+        let manifest_descriptor = stored.descriptor();
         let missing = store.missing(&manifest_descriptor)?;
         if !missing.is_empty() {
             let missing: Vec<String> = missing.iter().map(ToString::to_string).collect();
@@ -102,7 +99,7 @@ impl StoredImage {
         Ok(Self {
             store_ref,
             manifest: manifest_descriptor,
-            manifest_bytes: fetched.bytes,
+            manifest_bytes: stored.bytes,
             config: manifest.config().clone(),
             config_bytes,
             layers: manifest.layers().clone(),

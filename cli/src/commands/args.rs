@@ -81,19 +81,15 @@ impl RegistryArgs {
         }))
     }
 
-    /// `--ca-cert` files.
-    pub fn ca_cert_paths(&self) -> &[PathBuf] {
-        &self.ca_cert
-    }
-
-    /// `--insecure-registry` hosts.
-    pub fn insecure_hosts(&self) -> &[String] {
-        &self.insecure
-    }
-
     /// A client; `--username` credentials are for the one registry of `registries`
     /// (naming several is refused: one registry's password is never sent to another).
     pub fn client(&self, registries: &[&str]) -> anyhow::Result<Arc<Client>> {
+        Ok(Arc::new(Client::new(self.config(registries)?)?))
+    }
+
+    /// The configuration [`client`](Self::client) builds a client from, for pushes as
+    /// well as pulls; `registries` as there.
+    pub fn config(&self, registries: &[&str]) -> anyhow::Result<ClientConfig> {
         let mut credentials = HashMap::new();
         let mut hosts: Vec<&str> = registries.to_vec();
         hosts.sort_unstable();
@@ -112,7 +108,7 @@ impl RegistryArgs {
                 credentials.insert(registry.to_string(), basic.clone());
             }
         }
-        let config = ClientConfig {
+        Ok(ClientConfig {
             insecure: self.insecure.clone(),
             ca_certs: self.ca_cert.clone(),
             credentials,
@@ -125,8 +121,7 @@ impl RegistryArgs {
                 attempts: self.retries.max(1),
                 ..RetryPolicy::default()
             },
-        };
-        Ok(Arc::new(Client::new(config)?))
+        })
     }
 }
 

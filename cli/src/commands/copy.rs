@@ -9,6 +9,7 @@ use serde_json::json;
 use stowage::mirror::copy::{copy as copy_image, CopyReport, PushOptions};
 use stowage::oci::reference::Reference;
 use stowage::pull::{pull, PullOptions};
+use stowage::registry::ClientConfig;
 use stowage::store::Store;
 
 use super::args::{BlobArgs, RegistryArgs};
@@ -50,21 +51,15 @@ struct PushArgs {
 }
 
 impl PushArgs {
-    fn options(&self, target: &Reference) -> anyhow::Result<PushOptions> {
-        let client_credentials = self.registry.credentials()?;
-        let ca_certs = self
-            .registry
-            .ca_cert_paths()
-            .iter()
-            .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
-            .collect::<anyhow::Result<_>>()?;
-        Ok(PushOptions {
-            insecure: self.registry.insecure_hosts().to_vec(),
-            ca_certs,
-            credentials: client_credentials
-                .or_else(|| stowage::registry::stored_credentials(&target.registry)),
-            monolithic: self.monolithic,
-        })
+    /// How to reach `target` (the registry flags, as for a pull) and how to upload.
+    fn options(&self, target: &Reference) -> anyhow::Result<(ClientConfig, PushOptions)> {
+        let config = self.registry.config(&[&target.registry])?;
+        Ok((
+            config,
+            PushOptions {
+                monolithic: self.monolithic,
+            },
+        ))
     }
 }
 
@@ -117,8 +112,8 @@ pub fn copy(
 ) -> anyhow::Result<ExitCode> {
     let target: Reference = args.target.parse()?;
     let name = ensure_local(tokio, store, &args.source, &args.push, out)?;
-    let options = args.push.options(&target)?;
-    let report = tokio.block_on(copy_image(store, &name, &target, &options))?;
+    let (config, options) = args.push.options(&target)?;
+    let report = tokio.block_on(copy_image(store, &name, &target, &config, &options))?;
     print(&report, out);
     out.json(serde_json::to_value(&report)?);
     Ok(ExitCode::SUCCESS)
@@ -140,8 +135,8 @@ pub fn mirror(
         }
         let target = line.parse::<Reference>()?.mirrored_to(&args.to);
         let name = ensure_local(tokio, store, line, &args.push, out)?;
-        let options = args.push.options(&target)?;
-        let report = tokio.block_on(copy_image(store, &name, &target, &options))?;
+        let (config, options) = args.push.options(&target)?;
+        let report = tokio.block_on(copy_image(store, &name, &target, &config, &options))?;
         print(&report, out);
         reports.push(report);
     }
