@@ -42,6 +42,7 @@ demo: setup build
 lint: cycles
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc -p stowage --no-deps
 
 # Import cycles between source files (issue #19): none may exist.
 cycles:

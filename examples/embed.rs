@@ -17,17 +17,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use oci_spec::image::ImageManifest;
-use stowage::oci::assemble::{assemble_image, AssembleLayer, RunConfig};
-use stowage::oci::reference::Reference;
-use stowage::pull::ensure::ensure_layers;
-use stowage::pull::expect::ExpectedLayer;
-use stowage::pull::pinned::{
-    is_locally_available, pull_verified, pull_verified_v2, verify_layer_digests,
-};
-use stowage::pull::progress::Silent;
-use stowage::pull::PullOptions;
-use stowage::registry::{Client, ClientConfig};
+use stowage::ensure_layers;
 use stowage::store::{parse_digest, Descriptor, Store, MANIFEST_LIMIT};
+use stowage::ExpectedLayer;
+use stowage::PullOptions;
+use stowage::Reference;
+use stowage::Silent;
+use stowage::{assemble_image, AssembleLayer, RunConfig};
+use stowage::{is_locally_available, pull_verified, pull_verified_v2, verify_layer_digests};
+use stowage::{Client, ClientConfig};
 
 fn main() -> ExitCode {
     match run() {

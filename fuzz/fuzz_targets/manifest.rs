@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stowage::oci::manifest::{ManifestKind, RawManifest};
-use stowage::registry::MANIFEST_ACCEPT;
+use stowage::{ManifestKind, RawManifest};
+use stowage::MANIFEST_ACCEPT;
 use stowage::store::parse_digest;
 
 fuzz_target!(|data: &[u8]| {

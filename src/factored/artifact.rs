@@ -6,10 +6,10 @@
 //! (conda/ceps PRs 70 and 115), lay a package out as one OCI image manifest:
 //! - the config is oras' placeholder (`application/vnd.unknown.config.v1+json`, `{}`)
 //!   or the OCI empty descriptor; it says nothing about the package and is not fetched;
-//! - the package archive is one layer of type [`PACKAGE_V1`] (a `.tar.bz2`) or
-//!   [`PACKAGE_V2`] (a `.conda`), its `org.opencontainers.image.title` the file name;
-//! - optional layers: the `info/` folder as a tar.gz ([`INFO_ARCHIVE`]) and
-//!   `info/index.json` ([`INFO_INDEX`]); some mirrored manifests also carry a plain
+//! - the package archive is one layer of type [`CONDA_PACKAGE_V1`] (a `.tar.bz2`) or
+//!   [`CONDA_PACKAGE_V2`] (a `.conda`), its `org.opencontainers.image.title` the file name;
+//! - optional layers: the `info/` folder as a tar.gz ([`CONDA_INFO_ARCHIVE`]) and
+//!   `info/index.json` ([`CONDA_INFO_INDEX`]); some mirrored manifests also carry a plain
 //!   `application/vnd.oci.image.layer.v1.tar` layer. None of them is needed here: the
 //!   metadata is read from the archive itself.
 //! - the CEP adds manifest annotations `org.conda.package.{name,version,build}`; when
@@ -58,19 +58,19 @@ pub use source::{PackageRef, PackageSource};
 const MANIFESTS_IN_FLIGHT: usize = 8;
 
 /// The media type of a `.tar.bz2` package layer.
-pub const PACKAGE_V1: &str = "application/vnd.conda.package.v1";
+pub const CONDA_PACKAGE_V1: &str = "application/vnd.conda.package.v1";
 /// The media type of a `.conda` package layer.
-pub const PACKAGE_V2: &str = "application/vnd.conda.package.v2";
+pub const CONDA_PACKAGE_V2: &str = "application/vnd.conda.package.v2";
 /// The optional layer holding the package's `info/` folder as a tar.gz.
-pub const INFO_ARCHIVE: &str = "application/vnd.conda.info.v1.tar+gzip";
+pub const CONDA_INFO_ARCHIVE: &str = "application/vnd.conda.info.v1.tar+gzip";
 /// The optional layer holding the package's `info/index.json`.
-pub const INFO_INDEX: &str = "application/vnd.conda.info.index.v1+json";
+pub const CONDA_INFO_INDEX: &str = "application/vnd.conda.info.index.v1+json";
 
 /// The layer media type of a package format.
 pub fn media_type_of(format: PackageFormat) -> &'static str {
     match format {
-        PackageFormat::TarBz2 => PACKAGE_V1,
-        PackageFormat::Conda => PACKAGE_V2,
+        PackageFormat::TarBz2 => CONDA_PACKAGE_V1,
+        PackageFormat::Conda => CONDA_PACKAGE_V2,
     }
 }
 
@@ -392,12 +392,12 @@ mod tests {
 
     #[test]
     fn the_package_layer_is_found_by_media_type() {
-        let m = manifest(&[INFO_ARCHIVE, PACKAGE_V1, INFO_INDEX]);
+        let m = manifest(&[CONDA_INFO_ARCHIVE, CONDA_PACKAGE_V1, CONDA_INFO_INDEX]);
         let (layer, format) = package_layer("r", &m, None).unwrap();
         assert_eq!(format, PackageFormat::TarBz2);
         assert_eq!(layer.digest().digest(), "1".repeat(64));
 
-        let both = manifest(&[PACKAGE_V1, PACKAGE_V2]);
+        let both = manifest(&[CONDA_PACKAGE_V1, CONDA_PACKAGE_V2]);
         assert_eq!(
             package_layer("r", &both, None).unwrap().1,
             PackageFormat::Conda
@@ -409,25 +409,25 @@ mod tests {
             PackageFormat::TarBz2
         );
 
-        let none = manifest(&["application/vnd.oci.image.layer.v1.tar", INFO_INDEX]);
+        let none = manifest(&["application/vnd.oci.image.layer.v1.tar", CONDA_INFO_INDEX]);
         let err = package_layer("host/c/x:1", &none, None)
             .unwrap_err()
             .to_string();
         for part in [
             "host/c/x:1",
-            PACKAGE_V2,
-            PACKAGE_V1,
+            CONDA_PACKAGE_V2,
+            CONDA_PACKAGE_V1,
             "layer application/vnd.oci.image.layer.v1.tar",
             "config application/vnd.unknown.config.v1+json",
         ] {
             assert!(err.contains(part), "{part} missing from: {err}");
         }
-        let only_conda = manifest(&[PACKAGE_V2]);
+        let only_conda = manifest(&[CONDA_PACKAGE_V2]);
         assert!(matches!(
             package_layer("r", &only_conda, Some(PackageFormat::TarBz2)),
             Err(ArtifactError::NoPackageLayer { .. })
         ));
-        let twice = manifest(&[PACKAGE_V2, PACKAGE_V2]);
+        let twice = manifest(&[CONDA_PACKAGE_V2, CONDA_PACKAGE_V2]);
         assert!(matches!(
             package_layer("r", &twice, None),
             Err(ArtifactError::AmbiguousPackage { count: 2, .. })

@@ -25,21 +25,20 @@ use crate::oci::layout::LayoutWriteError;
 use crate::store::{Digest, StoreError};
 
 pub use crate::store::MissingBlob;
-pub use closure::Needed;
-pub use export::{export, write_archive, write_dir, ExportReport};
+pub use export::{export, ExportReport};
 pub use import::{import, import_reader, ImportReport, ImportedImage};
 pub use plan::{plan_pins, plan_refs, ExportPlan, ExportedImage};
 
 /// How an exported layout is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub enum ArchiveFormat {
     /// One tar archive holding the layout (`oci-archive`).
     OciArchive,
     /// A directory holding the layout (`oci`).
     OciDir,
 }
 
-impl Format {
+impl ArchiveFormat {
     /// The format a path names: a tar archive when it ends in `.tar` (or is `-`,
     /// stdout), else a directory.
     pub fn for_path(path: &std::path::Path) -> Self {

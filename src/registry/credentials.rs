@@ -54,7 +54,7 @@ impl Credentials {
     }
 }
 
-/// The credentials configured for `registry` (host[:port]), if any. A broken helper
+/// The credentials configured for `registry` (`host[:port]`), if any. A broken helper
 /// or file is logged and skipped, never fatal: the registry may not need them.
 pub fn lookup(registry: &str) -> Option<Credentials> {
     for path in auth_files() {

@@ -35,7 +35,7 @@ pub use credentials::lookup as stored_credentials;
 pub use error::RegistryError;
 pub use low_speed::LowSpeed;
 // What `Client::manifest` returns, and what parsing it gives; defined below all I/O.
-pub use crate::oci::manifest::{ManifestKind, RawManifest};
+pub use crate::oci::manifest::ManifestKind;
 pub use manifest::MANIFEST_ACCEPT;
 pub use push::{PushError, PushOptions, Pusher};
 pub use retry::RetryPolicy;
@@ -44,7 +44,7 @@ pub use retry::RetryPolicy;
 /// `low_speed` bound pulls only).
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Registries (host[:port]) that may be reached over plain HTTP when they do not
+    /// Registries (`host[:port]`) that may be reached over plain HTTP when they do not
     /// speak TLS. Loopback hosts always may.
     pub insecure: Vec<String>,
     /// Extra CA certificates (PEM) to trust besides the system roots.

@@ -16,7 +16,7 @@ use crate::store::{Store, StoreError};
 
 /// Why an image could not be archived.
 #[derive(Debug, thiserror::Error)]
-pub enum ArchiveError {
+pub enum LoadArchiveError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("layer {digest}: media type {media_type} is not a tar layer docker can load")]
@@ -43,7 +43,7 @@ pub enum ArchiveError {
     Write(#[source] io::Error),
 }
 
-impl From<LayoutWriteError> for ArchiveError {
+impl From<LayoutWriteError> for LoadArchiveError {
     fn from(e: LayoutWriteError) -> Self {
         match e {
             LayoutWriteError::Store(e) => Self::Store(e),
@@ -59,7 +59,7 @@ pub fn write_oci_archive(
     image: &StoredImage,
     name: &str,
     out: &mut dyn Write,
-) -> Result<u64, ArchiveError> {
+) -> Result<u64, LoadArchiveError> {
     let named = [NamedImage {
         name: name.to_string(),
         descriptor: image.manifest.clone(),

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 
 use serde_json::json;
 
-use super::archive::ArchiveError;
+use super::archive::LoadArchiveError;
 use super::StoredImage;
 use crate::oci::layers::Compression;
 use crate::oci::tar_entry::{self, Counting};
@@ -45,16 +45,16 @@ pub fn write_docker_archive(
     image: &StoredImage,
     name: &str,
     out: &mut dyn Write,
-) -> Result<u64, ArchiveError> {
+) -> Result<u64, LoadArchiveError> {
     let plan = docker_layers(store, image)?;
     let mut builder = tar::Builder::new(Counting::new(out));
     let result = docker_entries(&mut builder, store, image, name, &plan);
-    let counted = tar_entry::finish(builder, result, ArchiveError::Write)?;
+    let counted = tar_entry::finish(builder, result, LoadArchiveError::Write)?;
     Ok(counted.count)
 }
 
 /// Plans every layer, running the zstd layers' counting passes.
-fn docker_layers(store: &Store, image: &StoredImage) -> Result<Vec<DockerLayer>, ArchiveError> {
+fn docker_layers(store: &Store, image: &StoredImage) -> Result<Vec<DockerLayer>, LoadArchiveError> {
     image
         .layers
         .iter()
@@ -62,7 +62,7 @@ fn docker_layers(store: &Store, image: &StoredImage) -> Result<Vec<DockerLayer>,
         .map(|(layer, diff_id)| {
             let media_type = layer.media_type().to_string();
             let compression =
-                Compression::of(&media_type).ok_or_else(|| ArchiveError::Unsupported {
+                Compression::of(&media_type).ok_or_else(|| LoadArchiveError::Unsupported {
                     digest: layer.digest().to_string(),
                     media_type,
                 })?;
@@ -88,8 +88,8 @@ fn uncompressed_size(
     store: &Store,
     layer: &Descriptor,
     diff_id: &Digest,
-) -> Result<u64, ArchiveError> {
-    let fail = |source| ArchiveError::Layer {
+) -> Result<u64, LoadArchiveError> {
+    let fail = |source| LoadArchiveError::Layer {
         digest: layer.digest().to_string(),
         source,
     };
@@ -109,7 +109,7 @@ fn uncompressed_size(
     }
     let actual = hasher.finish();
     if actual != *diff_id {
-        return Err(ArchiveError::DiffId {
+        return Err(LoadArchiveError::DiffId {
             digest: layer.digest().to_string(),
             expected: diff_id.to_string(),
             actual: actual.to_string(),
@@ -130,7 +130,7 @@ fn docker_entries<W: Write>(
     image: &StoredImage,
     name: &str,
     plan: &[DockerLayer],
-) -> Result<(), ArchiveError> {
+) -> Result<(), LoadArchiveError> {
     let config_path = format!("{}.json", image.config.digest().digest());
     let layers: Vec<&str> = plan.iter().map(|l| l.path.as_str()).collect();
     let manifest = json!([{ "Config": config_path, "RepoTags": [name], "Layers": layers }]);
@@ -156,7 +156,7 @@ fn docker_entries<W: Write>(
             continue; // the same layer twice: one file serves both
         }
         let folder = layer.path.trim_end_matches("layer.tar");
-        tar_entry::append_dir(builder, folder).map_err(|source| ArchiveError::Entry {
+        tar_entry::append_dir(builder, folder).map_err(|source| LoadArchiveError::Entry {
             path: folder.to_string(),
             source,
         })?;
@@ -166,7 +166,7 @@ fn docker_entries<W: Write>(
             let decoder =
                 Compression::Zstd
                     .decoder(blob)
-                    .map_err(|source| ArchiveError::Layer {
+                    .map_err(|source| LoadArchiveError::Layer {
                         digest: digest.to_string(),
                         source,
                     })?;
@@ -186,9 +186,9 @@ fn file<W: Write>(
     size: u64,
     source: impl Read,
     what: impl std::fmt::Display,
-) -> Result<(), ArchiveError> {
+) -> Result<(), LoadArchiveError> {
     tar_entry::append_file(builder, path, size, source, what).map_err(|source| {
-        ArchiveError::Entry {
+        LoadArchiveError::Entry {
             path: path.to_string(),
             source,
         }

@@ -21,7 +21,7 @@ pub mod warm;
 
 use std::time::Instant;
 
-pub use archive::ArchiveError;
+pub use archive::LoadArchiveError;
 pub use docker::Docker;
 pub use image::{ImageError, StoredImage};
 pub use naming::runtime_name;
@@ -68,7 +68,7 @@ pub enum RuntimeError {
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
-    Archive(#[from] ArchiveError),
+    Archive(#[from] LoadArchiveError),
 }
 
 /// A runtime that answered its health check.

@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::process::{Command, Stdio};
 use std::thread::{self, JoinHandle};
 
-use super::archive::ArchiveError;
+use super::archive::LoadArchiveError;
 use super::RuntimeError;
 
 /// How much of the archive is buffered on its way into the runtime's stdin.
@@ -91,7 +91,7 @@ impl Cli {
         &self,
         what: &str,
         args: &[S],
-        write: impl FnOnce(&mut dyn Write) -> Result<T, ArchiveError>,
+        write: impl FnOnce(&mut dyn Write) -> Result<T, LoadArchiveError>,
     ) -> Result<T, RuntimeError> {
         let mut child = self
             .command(args)
@@ -108,7 +108,7 @@ impl Cli {
             broken: false,
         };
         let result = write(&mut sink).and_then(|value| {
-            sink.flush().map_err(ArchiveError::Write)?;
+            sink.flush().map_err(LoadArchiveError::Write)?;
             Ok(value)
         });
         if result.is_err() && !sink.broken {

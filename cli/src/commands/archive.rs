@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use indicatif::HumanBytes;
 use serde_json::json;
-use stowage::lock::lockfile::read_pins;
-use stowage::mirror::archive::{self, ExportReport, Format, ImportReport};
+use stowage::read_pins;
 use stowage::store::Store;
+use stowage::{ArchiveFormat, ExportReport, ImportReport};
 
 use super::Output;
 
@@ -51,12 +51,12 @@ pub struct ImportArgs {
 
 pub fn export(store: &Store, args: &ExportArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let plan = match &args.lock {
-        Some(lockfile) => archive::plan_pins(store, &read_pins(lockfile)?, args.all_platforms)?,
-        None => archive::plan_refs(store, &args.references, args.all_platforms)?,
+        Some(lockfile) => stowage::plan_pins(store, &read_pins(lockfile)?, args.all_platforms)?,
+        None => stowage::plan_refs(store, &args.references, args.all_platforms)?,
     };
     let format = match args.format {
-        Some(FormatArg::OciArchive) => Format::OciArchive,
-        Some(FormatArg::OciDir) => Format::OciDir,
+        Some(FormatArg::OciArchive) => ArchiveFormat::OciArchive,
+        Some(FormatArg::OciDir) => ArchiveFormat::OciDir,
         None => {
             let name = args.output.to_string_lossy();
             anyhow::ensure!(
@@ -66,14 +66,14 @@ pub fn export(store: &Store, args: &ExportArgs, out: &Output) -> anyhow::Result<
                 "{name}: stowage writes plain tar archives (the layers are compressed \
                  already); name it .tar, or pass --format to write a directory"
             );
-            Format::for_path(&args.output)
+            ArchiveFormat::for_path(&args.output)
         }
     };
     anyhow::ensure!(
-        args.output.as_os_str() != "-" || format == Format::OciArchive,
+        args.output.as_os_str() != "-" || format == ArchiveFormat::OciArchive,
         "only an archive can be written to stdout"
     );
-    let report = archive::export(store, &plan, &args.output, format)?;
+    let report = stowage::export(store, &plan, &args.output, format)?;
     let line = export_line(&report);
     let summary = export_json(&report);
     if args.output.as_os_str() == "-" {
@@ -120,7 +120,7 @@ fn export_json(report: &ExportReport) -> serde_json::Value {
 }
 
 pub fn import(store: &Store, args: &ImportArgs, out: &Output) -> anyhow::Result<ExitCode> {
-    let report = archive::import(store, &args.source)?;
+    let report = stowage::import(store, &args.source)?;
     for image in &report.images {
         if let Some(before) = &image.replaced {
             out.line(format!("{}: {} (was {before})", image.name, image.digest));

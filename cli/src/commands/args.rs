@@ -9,9 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use stowage::registry::{
-    BlobOptions, Client, ClientConfig, Credentials, LowSpeed, RetryPolicy, Secret,
-};
+use stowage::{BlobOptions, Client, ClientConfig, Credentials, LowSpeed, RetryPolicy, Secret};
 
 /// How to reach registries; shared by every command that talks to one.
 #[derive(Debug, Args)]
@@ -55,7 +53,7 @@ impl RegistryArgs {
         &self,
         references: impl IntoIterator<Item = &'a str>,
     ) -> anyhow::Result<Arc<Client>> {
-        let hosts = stowage::oci::reference::registries(references);
+        let hosts = stowage::registries(references);
         self.client(&hosts.iter().map(String::as_str).collect::<Vec<_>>())
     }
 

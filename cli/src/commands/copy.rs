@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use stowage::mirror::copy::{copy as copy_image, CopyReport, PushOptions};
-use stowage::oci::reference::Reference;
-use stowage::pull::{pull, PullOptions};
-use stowage::registry::ClientConfig;
 use stowage::store::Store;
+use stowage::ClientConfig;
+use stowage::Reference;
+use stowage::{copy as copy_image, CopyReport, PushOptions};
+use stowage::{pull, PullOptions};
 
 use super::args::{BlobArgs, RegistryArgs};
 use super::progress_for;

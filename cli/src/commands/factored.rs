@@ -9,13 +9,13 @@ use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
 use serde_json::json;
-use stowage::factored::artifact::{fetch_packages, PackageSource};
-use stowage::lock::lockfile::read_pins;
-use stowage::oci::assemble::{assemble_image, base_image, AssembleLayer, RunConfig};
-use stowage::oci::reference::Reference;
-use stowage::pull::ensure::{ensure_layers, EnsureReport};
-use stowage::pull::PullOptions;
+use stowage::read_pins;
 use stowage::store::{parse_digest, Descriptor, MediaType, Store};
+use stowage::PullOptions;
+use stowage::Reference;
+use stowage::{assemble_image, base_image, AssembleLayer, RunConfig};
+use stowage::{ensure_layers, EnsureReport};
+use stowage::{fetch_packages, PackageSource};
 
 use super::args::{BlobArgs, RegistryArgs};
 use super::progress_for;
@@ -143,7 +143,7 @@ pub fn assemble(store: &Store, args: &AssembleArgs, out: &Output) -> anyhow::Res
         None => (
             RunConfig {
                 os: "linux".into(),
-                architecture: stowage::oci::platform::Platform::host().architecture,
+                architecture: stowage::Platform::host().architecture,
                 ..RunConfig::default()
             },
             Vec::new(),
@@ -204,7 +204,7 @@ pub struct FactorArgs {
     #[arg(long)]
     base: Option<String>,
     /// The environment prefix the packages are installed under.
-    #[arg(long, default_value = stowage::factored::install::DEFAULT_PREFIX)]
+    #[arg(long, default_value = stowage::DEFAULT_PREFIX)]
     prefix: String,
     /// The environment's Python (X.Y), for noarch: python packages.
     #[arg(long)]
@@ -213,7 +213,7 @@ pub struct FactorArgs {
     #[arg(long)]
     gzip: bool,
     /// Past this many layers, the least shared packages share one layer.
-    #[arg(long, default_value_t = stowage::factored::compose::DEFAULT_MAX_LAYERS)]
+    #[arg(long, default_value_t = stowage::DEFAULT_MAX_LAYERS)]
     max_layers: usize,
     /// The entrypoint, as a JSON array or one word.
     #[arg(long)]
@@ -233,8 +233,8 @@ pub fn factor(
     args: &FactorArgs,
     out: &Output,
 ) -> anyhow::Result<ExitCode> {
-    use stowage::factored::install::{LayerOptions, Prefix};
-    use stowage::factored::layer_tar::LayerCompression;
+    use stowage::LayerCompression;
+    use stowage::{LayerOptions, Prefix};
     let layer = LayerOptions {
         prefix: Prefix::new(&args.prefix)?,
         python: args
@@ -256,7 +256,7 @@ pub fn factor(
             PackageSource::Registry(package) => artifacts.push(package),
         }
     }
-    let options = stowage::factored::compose::FactorOptions {
+    let options = stowage::FactorOptions {
         base: args.base.clone(),
         packages: files,
         layer,
@@ -297,7 +297,7 @@ pub fn factor(
         }
         fetched_report = Some(report);
     }
-    let report = stowage::factored::compose::factor_with(store, &args.name, &options, opened)?;
+    let report = stowage::factor_with(store, &args.name, &options, opened)?;
     out.line(format!(
         "{} {}: {} packages in {} layers ({} new){}",
         report.name,

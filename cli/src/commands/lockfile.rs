@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::json;
-use stowage::lock::lockfile::{read_lockfile, read_pins, Lockfile};
-use stowage::oci::platform::Platform;
-use stowage::oci::reference::Reference;
-use stowage::pull::PullOptions;
 use stowage::store::Store;
+use stowage::Platform;
+use stowage::PullOptions;
+use stowage::Reference;
+use stowage::{read_lockfile, read_pins, Lockfile};
 
 use super::args::{BlobArgs, RegistryArgs};
 use super::progress_for;
@@ -61,7 +61,7 @@ pub fn lock(tokio: &Runtime, args: &LockArgs, out: &Output) -> anyhow::Result<Ex
     let registries: Vec<&str> = registries.iter().map(String::as_str).collect();
     let client = args.registry.client(&registries)?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
-    let moved = tokio.block_on(stowage::lock::resolve::lock(
+    let moved = tokio.block_on(stowage::lock(
         &client,
         &mut lockfile,
         &references,
@@ -120,7 +120,7 @@ pub fn sync(
         blobs: args.blobs.options(),
         ..PullOptions::default()
     };
-    let report = tokio.block_on(stowage::lock::sync::sync(
+    let report = tokio.block_on(stowage::sync(
         client,
         store,
         &pins,

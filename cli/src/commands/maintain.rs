@@ -149,7 +149,7 @@ pub fn ls(store: &Store, out: &Output) -> anyhow::Result<ExitCode> {
 }
 
 pub fn inspect(store: &Store, name: &str, out: &Output) -> anyhow::Result<ExitCode> {
-    let info = stowage::oci::inspect::inspect(store, name)?;
+    let info = stowage::inspect(store, name)?;
     out.line(format!(
         "{} {} ({})",
         info.reference, info.digest, info.media_type
@@ -179,8 +179,8 @@ fn verify_lock(
     lockfile: &std::path::Path,
     out: &Output,
 ) -> anyhow::Result<ExitCode> {
-    let pins = stowage::lock::lockfile::read_pins(lockfile)?;
-    let report = stowage::lock::verify::verify_lock(store, &pins)?;
+    let pins = stowage::read_pins(lockfile)?;
+    let report = stowage::verify_lock(store, &pins)?;
     for problem in &report.problems {
         out.problem(format!("{}: {}", problem.image, problem.detail));
     }

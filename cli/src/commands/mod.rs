@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use stowage::pull::progress::{ProgressReporter, Silent, TerminalProgress};
 use stowage::store::Store;
+use stowage::{ProgressReporter, Silent, TerminalProgress};
 
 /// Daemonless OCI registry puller and content-addressed layer store.
 #[derive(Debug, Parser)]

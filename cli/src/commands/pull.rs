@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::json;
-use stowage::oci::platform::Platform;
-use stowage::oci::reference::Reference;
-use stowage::pull::expect::Expectations;
-use stowage::pull::{pull as pull_image, PullOptions};
 use stowage::store::{parse_digest, Store};
+use stowage::Expectations;
+use stowage::Platform;
+use stowage::Reference;
+use stowage::{pull as pull_image, PullOptions};
 
 use super::args::{BlobArgs, RegistryArgs};
 use super::{progress_for, Output};
@@ -93,9 +93,7 @@ pub fn resolve(tokio: &Runtime, args: &ResolveArgs, out: &Output) -> anyhow::Res
     let reference: Reference = args.reference.parse()?;
     let client = args.registry.client(&[&reference.registry])?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
-    let resolved = tokio.block_on(stowage::pull::resolve_digest(
-        &client, &reference, &platform,
-    ))?;
+    let resolved = tokio.block_on(stowage::resolve_digest(&client, &reference, &platform))?;
     out.line(&resolved.manifest_digest);
     out.json(json!({
         "reference": reference.to_string(),

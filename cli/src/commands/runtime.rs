@@ -6,13 +6,13 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::json;
-use stowage::lock::lockfile::read_pins;
-use stowage::pull::PullOptions;
-use stowage::runtime::warm::{pull_targets, sync_targets, warm_one, WarmTarget, Warmed};
-use stowage::runtime::{
+use stowage::read_pins;
+use stowage::store::Store;
+use stowage::PullOptions;
+use stowage::{
     by_name, runtime_name, ContainerRuntime, LoadedImage, RunSpec, RuntimeInfo, StoredImage,
 };
-use stowage::store::Store;
+use stowage::{pull_targets, sync_targets, warm_one, WarmTarget, Warmed};
 use tokio::runtime::Runtime;
 
 use super::args::{BlobArgs, RegistryArgs};

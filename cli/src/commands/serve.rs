@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use stowage::mirror::serve::{bind, raise_fd_limit, serve_with, ServeOptions};
 use stowage::store::Store;
+use stowage::{bind, raise_fd_limit, serve_with, ServeOptions};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::Output;

@@ -22,10 +22,10 @@ use stowage_store::{Digest, Store};
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// The config oras (and so conda-oci-mirror) writes: `{}` of an unknown type.
 const ORAS_CONFIG: &str = "application/vnd.unknown.config.v1+json";
-const PACKAGE_V1: &str = "application/vnd.conda.package.v1";
-const PACKAGE_V2: &str = "application/vnd.conda.package.v2";
-const INFO_ARCHIVE: &str = "application/vnd.conda.info.v1.tar+gzip";
-const INFO_INDEX: &str = "application/vnd.conda.info.index.v1+json";
+const CONDA_PACKAGE_V1: &str = "application/vnd.conda.package.v1";
+const CONDA_PACKAGE_V2: &str = "application/vnd.conda.package.v2";
+const CONDA_INFO_ARCHIVE: &str = "application/vnd.conda.info.v1.tar+gzip";
+const CONDA_INFO_INDEX: &str = "application/vnd.conda.info.index.v1+json";
 const PLAIN_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// A package whose `bin/NAME` prints its name.
@@ -63,9 +63,9 @@ fn push_artifact(
     let config = b"{}".to_vec();
     let mut layers = Vec::new();
     for (data, media_type, name) in [
-        (&info, INFO_ARCHIVE, "info.tar.gz"),
+        (&info, CONDA_INFO_ARCHIVE, "info.tar.gz"),
         (&bytes, package_type, title.as_str()),
-        (&index, INFO_INDEX, "info/index.json"),
+        (&index, CONDA_INFO_INDEX, "info/index.json"),
     ] {
         let digest = push_blob(registry, repo, data);
         layers.push(json!({
@@ -109,7 +109,7 @@ fn registry_packages_give_the_layers_their_files_give_and_are_fetched_once() {
         "conda-forge/linux-64/hello",
         "1.0-h0_0",
         &hello,
-        PACKAGE_V2,
+        CONDA_PACKAGE_V2,
         json!({"org.conda.oci.schema": "1", "org.conda.package.name": "hello",
                "org.conda.package.version": "1.0", "org.conda.package.build": "h0_0"}),
     );
@@ -118,7 +118,7 @@ fn registry_packages_give_the_layers_their_files_give_and_are_fetched_once() {
         "conda-forge/linux-64/alpha",
         "2.1__p__local-h0_0",
         &alpha,
-        PACKAGE_V1,
+        CONDA_PACKAGE_V1,
         json!({}),
     );
 
@@ -262,10 +262,10 @@ fn artifacts_without_the_package_they_claim_are_refused_by_name() {
     for part in [
         reference.as_str(),
         "holds no conda package",
-        PACKAGE_V2,
-        PACKAGE_V1,
+        CONDA_PACKAGE_V2,
+        CONDA_PACKAGE_V1,
         &format!("layer {PLAIN_TAR}"),
-        &format!("layer {INFO_ARCHIVE}"),
+        &format!("layer {CONDA_INFO_ARCHIVE}"),
         &format!("config {ORAS_CONFIG}"),
     ] {
         assert!(err.contains(part), "{part:?} missing from: {err}");
@@ -278,14 +278,14 @@ fn artifacts_without_the_package_they_claim_are_refused_by_name() {
         "pkgs/mistyped",
         "1.0-h0_0",
         &alpha,
-        PACKAGE_V2,
+        CONDA_PACKAGE_V2,
         json!({}),
     );
     let reference = format!("{proxy}/pkgs/mistyped:1.0-h0_0");
     let err = factor(&reference);
     assert!(
         err.contains(&reference)
-            && err.contains(&format!("typed {PACKAGE_V2} (a .conda package)"))
+            && err.contains(&format!("typed {CONDA_PACKAGE_V2} (a .conda package)"))
             && err.contains("holds a .tar.bz2 package"),
         "{err}"
     );
@@ -296,7 +296,7 @@ fn artifacts_without_the_package_they_claim_are_refused_by_name() {
         "pkgs/liar",
         "1.0-h0_0",
         &hello,
-        PACKAGE_V2,
+        CONDA_PACKAGE_V2,
         json!({"org.conda.package.name": "goodbye"}),
     );
     let err = factor(&format!("docker://{proxy}/pkgs/liar:1.0-h0_0"));
@@ -312,7 +312,7 @@ fn artifacts_without_the_package_they_claim_are_refused_by_name() {
         "c/linux-64/hello",
         "1.0-h0_0",
         &hello,
-        PACKAGE_V2,
+        CONDA_PACKAGE_V2,
         json!({}),
     );
     let err = factor(&format!("oci://{proxy}/c/linux-64/hello-1.0-h0_0.tar.bz2"));

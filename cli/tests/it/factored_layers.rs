@@ -12,11 +12,11 @@ pub mod packages;
 use conda_build::{long_placeholder, Format, LEGACY};
 use harness::{get, read_layer, text, Env};
 use packages::{binary_expected, binary_with, oldtool, pytool, tool};
-use stowage::factored::install::InstallError;
-use stowage::factored::layer_tar::LayerCompression;
-use stowage::factored::noarch::PythonVersion;
-use stowage::factored::package::CondaPackage;
 use stowage::store::sha256_of;
+use stowage::CondaPackage;
+use stowage::InstallError;
+use stowage::LayerCompression;
+use stowage::PythonVersion;
 
 const PY311: Option<PythonVersion> = Some(PythonVersion {
     major: 3,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::support::fixtures::{gzip_zstd_image, run_output, sha256_digest, skopeo, tagged_image};
 use crate::support::pulling::{big_image, Env, MIB};
 use crate::support::serving::{curl, layout_digest, Served};
-use stowage::mirror::serve::{ServeOptions, Server};
+use stowage::{ServeOptions, Server};
 use stowage_store::Store;
 
 #[test]

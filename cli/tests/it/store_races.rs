@@ -8,8 +8,8 @@ use std::sync::Arc;
 use crate::support::fixtures::{
     gzip_image, put_image, put_layer, sample_tree, set_ref, Compression,
 };
-use stowage::oci::assemble::{assemble_image, AssembleLayer, RunConfig};
 use stowage::store::{Store, StoreError};
+use stowage::{assemble_image, AssembleLayer, RunConfig};
 
 #[test]
 fn assemble_racing_gc_never_records_a_broken_ref() {

@@ -14,7 +14,7 @@ use crate::oci::tar_entry::{Counting, Exact};
 use crate::store::Store;
 
 use super::plan::{ExportPlan, ExportedImage};
-use super::{ArchiveError, Format, IoAt};
+use super::{ArchiveError, ArchiveFormat, IoAt};
 
 /// Blobs are copied through a buffer this big.
 const COPY_BUFFER: usize = 1 << 20;
@@ -22,7 +22,7 @@ const COPY_BUFFER: usize = 1 << 20;
 /// What an export wrote.
 #[derive(Debug, Clone)]
 pub struct ExportReport {
-    pub format: Format,
+    pub format: ArchiveFormat,
     pub output: PathBuf,
     pub images: Vec<ExportedImage>,
     pub blobs: usize,
@@ -37,20 +37,20 @@ pub fn export(
     store: &Store,
     plan: &ExportPlan,
     output: &Path,
-    format: Format,
+    format: ArchiveFormat,
 ) -> Result<ExportReport, ArchiveError> {
     let started = Instant::now();
     let _lease = store.lease()?;
     let written = match format {
-        Format::OciArchive if output.as_os_str() == "-" => {
+        ArchiveFormat::OciArchive if output.as_os_str() == "-" => {
             let stdout = io::stdout().lock();
             let mut out = Counting::new(BufWriter::with_capacity(COPY_BUFFER, stdout));
             write_archive(store, plan, &mut out)?;
             out.inner.flush().at(output)?;
             out.count
         }
-        Format::OciArchive => write_archive_file(store, plan, output)?,
-        Format::OciDir => write_dir(store, plan, output)?,
+        ArchiveFormat::OciArchive => write_archive_file(store, plan, output)?,
+        ArchiveFormat::OciDir => write_dir(store, plan, output)?,
     };
     Ok(ExportReport {
         format,

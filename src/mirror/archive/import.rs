@@ -29,7 +29,7 @@ use crate::store::{
 use super::closure::needed;
 use super::declared::Declared;
 use super::source::{decompressed, read_dir, read_tar, LayoutSink};
-use super::{ArchiveError, Format, IoAt};
+use super::{ArchiveError, ArchiveFormat, IoAt};
 use crate::oci::layout::blob_path;
 
 /// containerd's (and docker's) annotation for an image's full name; its
@@ -50,7 +50,7 @@ pub struct ImportedImage {
 #[derive(Debug, Clone)]
 pub struct ImportReport {
     pub source: String,
-    pub format: Format,
+    pub format: ArchiveFormat,
     pub images: Vec<ImportedImage>,
     /// index.json entries without a name (their blobs are imported, no ref is made).
     pub unnamed: usize,
@@ -71,7 +71,7 @@ pub fn import(store: &Store, source: &Path) -> Result<ImportReport, ArchiveError
     }
     let name = source.display().to_string();
     if source.is_dir() {
-        return run(store, &name, Format::OciDir, |importer| {
+        return run(store, &name, ArchiveFormat::OciDir, |importer| {
             read_dir(importer, source)
         });
     }
@@ -85,7 +85,7 @@ pub fn import_reader(
     reader: impl Read,
     source_name: &str,
 ) -> Result<ImportReport, ArchiveError> {
-    run(store, source_name, Format::OciArchive, |importer| {
+    run(store, source_name, ArchiveFormat::OciArchive, |importer| {
         let reader = decompressed(reader).map_err(|e| importer.read_error(None, e))?;
         read_tar(importer, reader)
     })
@@ -95,7 +95,7 @@ pub fn import_reader(
 fn run(
     store: &Store,
     source_name: &str,
-    format: Format,
+    format: ArchiveFormat,
     read: impl FnOnce(&mut Importer) -> Result<(), ArchiveError>,
 ) -> Result<ImportReport, ArchiveError> {
     let started = Instant::now();

@@ -5,13 +5,11 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use stowage::factored::install::{
-    install_package, InstallError, LayerOptions, PackageLayer, Prefix,
-};
-use stowage::factored::layer_tar::LayerCompression;
-use stowage::factored::noarch::PythonVersion;
-use stowage::factored::package::CondaPackage;
 use stowage::store::{sha256_of, Store};
+use stowage::CondaPackage;
+use stowage::LayerCompression;
+use stowage::PythonVersion;
+use stowage::{install_package, InstallError, LayerOptions, PackageLayer, Prefix};
 
 use super::conda_build::{Format, Spec};
 

@@ -5,8 +5,8 @@
 use super::conda_build::{Format, Spec};
 use super::harness::{read_layer, Env};
 use super::packages::tool;
-use stowage::factored::layer_tar::LayerCompression;
-use stowage::factored::package::CondaPackage;
+use stowage::CondaPackage;
+use stowage::LayerCompression;
 
 /// A path of at least 100 bytes that climbs out of the prefix to `/etc/cron.d`.
 fn long_escape() -> String {
@@ -150,12 +150,12 @@ fn a_bzip2_bomb_is_refused_once_it_passes_the_room_the_store_has() {
     let small = crate::support::tmpfs::Tmpfs::mount(&env.root.join("small"), 16);
     let store = stowage::store::Store::open(env.root.join("small/store")).unwrap();
     let package = CondaPackage::open(&path).unwrap();
-    let options = stowage::factored::install::LayerOptions {
-        prefix: stowage::factored::install::Prefix::new("/opt/conda").unwrap(),
+    let options = stowage::LayerOptions {
+        prefix: stowage::Prefix::new("/opt/conda").unwrap(),
         python: None,
         compression: LayerCompression::Zstd,
     };
-    let err = stowage::factored::install::install_package(&store, &package, &options)
+    let err = stowage::install_package(&store, &package, &options)
         .unwrap_err()
         .to_string();
     assert!(err.contains("share/zeros") && err.contains("free"), "{err}");
