@@ -17,15 +17,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use oci_spec::image::ImageManifest;
-use stowage::ensure_layers;
 use stowage::store::{parse_digest, Descriptor, Store, MANIFEST_LIMIT};
-use stowage::ExpectedLayer;
-use stowage::PullOptions;
-use stowage::Reference;
-use stowage::Silent;
-use stowage::{assemble_image, AssembleLayer, RunConfig};
-use stowage::{is_locally_available, pull_verified, pull_verified_v2, verify_layer_digests};
-use stowage::{Client, ClientConfig};
+use stowage::{
+    assemble_image, ensure_layers, is_locally_available, pull_verified, pull_verified_v2,
+    verify_layer_digests, AssembleLayer, Client, ClientConfig, ExpectedLayer, PullOptions,
+    Reference, RunConfig, Silent,
+};
 
 fn main() -> ExitCode {
     match run() {

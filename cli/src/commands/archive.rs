@@ -7,9 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use indicatif::HumanBytes;
 use serde_json::json;
-use stowage::read_pins;
 use stowage::store::Store;
-use stowage::{ArchiveFormat, ExportReport, ImportReport};
+use stowage::{read_pins, ArchiveFormat, ExportReport, ImportReport};
 
 use super::Output;
 

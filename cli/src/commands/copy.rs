@@ -7,10 +7,9 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 use stowage::store::Store;
-use stowage::ClientConfig;
-use stowage::Reference;
-use stowage::{copy as copy_image, CopyReport, PushOptions};
-use stowage::{pull, PullOptions};
+use stowage::{
+    copy as copy_image, pull, ClientConfig, CopyReport, PullOptions, PushOptions, Reference,
+};
 
 use super::args::{BlobArgs, RegistryArgs};
 use super::progress_for;

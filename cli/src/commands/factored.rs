@@ -9,13 +9,11 @@ use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
 use serde_json::json;
-use stowage::read_pins;
 use stowage::store::{parse_digest, Descriptor, MediaType, Store};
-use stowage::PullOptions;
-use stowage::Reference;
-use stowage::{assemble_image, base_image, AssembleLayer, RunConfig};
-use stowage::{ensure_layers, EnsureReport};
-use stowage::{fetch_packages, PackageSource};
+use stowage::{
+    assemble_image, base_image, ensure_layers, fetch_packages, read_pins, AssembleLayer,
+    EnsureReport, PackageSource, PullOptions, Reference, RunConfig,
+};
 
 use super::args::{BlobArgs, RegistryArgs};
 use super::progress_for;

@@ -7,10 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::json;
 use stowage::store::Store;
-use stowage::Platform;
-use stowage::PullOptions;
-use stowage::Reference;
-use stowage::{read_lockfile, read_pins, Lockfile};
+use stowage::{read_lockfile, read_pins, Lockfile, Platform, PullOptions, Reference};
 
 use super::args::{BlobArgs, RegistryArgs};
 use super::progress_for;

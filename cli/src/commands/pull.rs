@@ -5,10 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::json;
 use stowage::store::{parse_digest, Store};
-use stowage::Expectations;
-use stowage::Platform;
-use stowage::Reference;
-use stowage::{pull as pull_image, PullOptions};
+use stowage::{pull as pull_image, Expectations, Platform, PullOptions, Reference};
 
 use super::args::{BlobArgs, RegistryArgs};
 use super::{progress_for, Output};

@@ -6,13 +6,11 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::json;
-use stowage::read_pins;
 use stowage::store::Store;
-use stowage::PullOptions;
 use stowage::{
-    by_name, runtime_name, ContainerRuntime, LoadedImage, RunSpec, RuntimeInfo, StoredImage,
+    by_name, pull_targets, read_pins, runtime_name, sync_targets, warm_one, ContainerRuntime,
+    LoadedImage, PullOptions, RunSpec, RuntimeInfo, StoredImage, WarmTarget, Warmed,
 };
-use stowage::{pull_targets, sync_targets, warm_one, WarmTarget, Warmed};
 use tokio::runtime::Runtime;
 
 use super::args::{BlobArgs, RegistryArgs};

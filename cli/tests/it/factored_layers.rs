@@ -13,10 +13,7 @@ use conda_build::{long_placeholder, Format, LEGACY};
 use harness::{get, read_layer, text, Env};
 use packages::{binary_expected, binary_with, oldtool, pytool, tool};
 use stowage::store::sha256_of;
-use stowage::CondaPackage;
-use stowage::InstallError;
-use stowage::LayerCompression;
-use stowage::PythonVersion;
+use stowage::{CondaPackage, InstallError, LayerCompression, PythonVersion};
 
 const PY311: Option<PythonVersion> = Some(PythonVersion {
     major: 3,

@@ -6,10 +6,10 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use stowage::store::{sha256_of, Store};
-use stowage::CondaPackage;
-use stowage::LayerCompression;
-use stowage::PythonVersion;
-use stowage::{install_package, InstallError, LayerOptions, PackageLayer, Prefix};
+use stowage::{
+    install_package, CondaPackage, InstallError, LayerCompression, LayerOptions, PackageLayer,
+    Prefix, PythonVersion,
+};
 
 use super::conda_build::{Format, Spec};
 

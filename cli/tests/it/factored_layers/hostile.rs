@@ -5,8 +5,7 @@
 use super::conda_build::{Format, Spec};
 use super::harness::{read_layer, Env};
 use super::packages::tool;
-use stowage::CondaPackage;
-use stowage::LayerCompression;
+use stowage::{CondaPackage, LayerCompression};
 
 /// A path of at least 100 bytes that climbs out of the prefix to `/etc/cron.d`.
 fn long_escape() -> String {
