@@ -120,8 +120,34 @@ pub async fn pull(
     options: &PullOptions,
     progress: Arc<dyn ProgressReporter>,
 ) -> Result<PullReport, PullError> {
-    let started = Instant::now();
     let _lease = store.lease()?;
+    let pulled = pull_unrecorded(client, store, reference, options, progress).await?;
+    if let Some((name, root)) = &pulled.new_ref {
+        store.set_ref(name, root)?;
+        TagCache::new(store).put(name, root.digest())?;
+    }
+    Ok(pulled.report)
+}
+
+/// A pull whose ref is still to be recorded.
+pub(crate) struct Pulled {
+    pub report: PullReport,
+    /// The ref to record (and the tag resolution to cache), when the image was
+    /// resolved from the registry: `None` when the store's ref already named it.
+    pub new_ref: Option<(String, Descriptor)>,
+}
+
+/// [`pull`] without recording the ref, for callers that pull many images and record
+/// them together ([`Store::set_refs`]: one rewrite of index.json, not one per image).
+/// The caller must hold a lease until the refs are recorded.
+pub(crate) async fn pull_unrecorded(
+    client: Arc<Client>,
+    store: &Store,
+    reference: &Reference,
+    options: &PullOptions,
+    progress: Arc<dyn ProgressReporter>,
+) -> Result<Pulled, PullError> {
+    let started = Instant::now();
     let tags = TagCache::new(store);
     let name = reference.to_string();
     let cached = reference.digest.is_none() && cache_is_fresh(store, &tags, &name, options.ttl)?;
@@ -222,15 +248,11 @@ pub async fn pull(
             (descriptor, index.as_ref().map(|i| i.digest.to_string()))
         }
     };
-    let root = match resolved.stored {
-        Some(stored) => stored,
-        None => {
-            store.set_ref(&name, &root)?;
-            tags.put(&name, root.digest())?;
-            root
-        }
+    let (root, new_ref) = match resolved.stored {
+        Some(stored) => (stored, None),
+        None => (root.clone(), Some((name.clone(), root))),
     };
-    Ok(PullReport {
+    let report = PullReport {
         reference: name,
         manifest_digest: root.digest().to_string(),
         index_digest,
@@ -243,7 +265,8 @@ pub async fn pull(
         bytes_fetched,
         bytes_present,
         seconds: started.elapsed().as_secs_f64(),
-    })
+    };
+    Ok(Pulled { report, new_ref })
 }
 
 /// Whether the tag cache resolved `name` within `ttl` to what the store's ref holds,

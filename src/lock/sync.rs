@@ -12,7 +12,8 @@ use crate::lock::pin::Pin;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
 use crate::pull::progress::ProgressReporter;
-use crate::pull::{pull, PullError, PullOptions};
+use crate::pull::tagcache::TagCache;
+use crate::pull::{pull_unrecorded, PullError, PullOptions, Pulled};
 use crate::registry::Client;
 use crate::store::{Descriptor, MediaType, Store, StoreError};
 
@@ -88,14 +89,59 @@ pub async fn sync(
     base: &PullOptions,
     progress: Arc<dyn ProgressReporter>,
 ) -> SyncReport {
-    let images: Vec<SyncedImage> = stream::iter(pins)
+    // Held until the refs are recorded: the images fetched are referenced by no ref
+    // until then, and gc must not take their blobs.
+    let lease = store.lease();
+    let results: Vec<(SyncedImage, Option<(String, Descriptor)>)> = stream::iter(pins)
         .map(|pin| sync_entry(client.clone(), store, pin, base, progress.clone()))
         .buffered(client.concurrency())
         .collect()
         .await;
+    let (mut images, new_refs): (Vec<SyncedImage>, Vec<_>) = results.into_iter().unzip();
+    if let Err(e) = &lease {
+        for image in images.iter_mut().filter(|i| i.status.is_whole()) {
+            image.status = SyncStatus::Failed;
+            image.detail = Some(e.to_string());
+        }
+    } else {
+        record(store, &mut images, new_refs);
+    }
+    drop(lease);
     SyncReport {
         bytes_fetched: images.iter().map(|i| i.bytes_fetched).sum(),
         images,
+    }
+}
+
+/// Records the refs of every image synced from the registry in one update of
+/// index.json (and one of the tag cache). Should the batch be refused, each ref is
+/// recorded on its own, so one image that is not whole fails alone.
+fn record(store: &Store, images: &mut [SyncedImage], new_refs: Vec<Option<(String, Descriptor)>>) {
+    let batch: Vec<(String, Descriptor)> = new_refs.iter().flatten().cloned().collect();
+    let recorded = store.set_refs(&batch).map(|()| batch.clone());
+    let recorded = recorded.unwrap_or_else(|_| {
+        let mut recorded = Vec::new();
+        for (image, new_ref) in images.iter_mut().zip(&new_refs) {
+            let Some((name, root)) = new_ref else {
+                continue;
+            };
+            match store.set_ref(name, root) {
+                Ok(()) => recorded.push((name.clone(), root.clone())),
+                Err(e) => {
+                    image.status = SyncStatus::Failed;
+                    image.detail = Some(e.to_string());
+                }
+            }
+        }
+        recorded
+    });
+    let resolved: Vec<(String, crate::store::Digest)> = recorded
+        .into_iter()
+        .map(|(name, root)| (name, root.digest().clone()))
+        .collect();
+    if let Err(e) = TagCache::new(store).put_all(&resolved) {
+        // Only the next --ttl sync's shortcut is lost: the refs are recorded.
+        tracing::warn!("recording {} tag resolutions: {e}", resolved.len());
     }
 }
 
@@ -106,7 +152,7 @@ async fn sync_entry(
     pin: &Pin,
     base: &PullOptions,
     progress: Arc<dyn ProgressReporter>,
-) -> SyncedImage {
+) -> (SyncedImage, Option<(String, Descriptor)>) {
     let mut entry = SyncedImage {
         name: pin.name.clone(),
         reference: pin.reference.clone(),
@@ -123,20 +169,24 @@ async fn sync_entry(
             }
             Err(e) => entry.detail = Some(e.to_string()),
         }
-        return entry;
+        return (entry, None);
     }
     match sync_one(client, store, pin, base, progress).await {
-        Ok(fetched) => {
+        Ok(pulled) => {
+            let fetched = pulled.report.bytes_fetched;
             entry.status = if fetched > 0 {
                 SyncStatus::Fetched
             } else {
                 SyncStatus::Present
             };
             entry.bytes_fetched = fetched;
+            (entry, pulled.new_ref)
         }
-        Err(e) => entry.detail = Some(e.to_string()),
+        Err(e) => {
+            entry.detail = Some(e.to_string());
+            (entry, None)
+        }
     }
-    entry
 }
 
 async fn sync_one(
@@ -145,7 +195,7 @@ async fn sync_one(
     pin: &Pin,
     base: &PullOptions,
     progress: Arc<dyn ProgressReporter>,
-) -> Result<u64, PullError> {
+) -> Result<Pulled, PullError> {
     let reference: Reference =
         pin.reference
             .parse()
@@ -162,8 +212,7 @@ async fn sync_one(
             options.platform = platform;
         }
     }
-    let report = pull(client, store, &reference, &options, progress).await?;
-    Ok(report.bytes_fetched)
+    pull_unrecorded(client, store, &reference, &options, progress).await
 }
 
 /// The blobs of a pinned image the store lacks (manifest, config and layers), as

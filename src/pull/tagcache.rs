@@ -3,6 +3,11 @@
 //! a moved tag is seen at once. Kept in the store's `stowage/tags.json`.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +26,32 @@ pub struct TagCache {
     store: Store,
 }
 
+type Entries = BTreeMap<String, Entry>;
+
+/// The last version of each `tags.json` this process read or wrote, with the file's
+/// identity, so a sync of 10 000 tags parses the file once, not once per tag.
+static PARSED: Mutex<Option<(PathBuf, Stamp, Arc<Entries>)>> = Mutex::new(None);
+
+/// What identifies one version of the file (it is only ever replaced by rename).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        }
+    }
+}
+
 impl TagCache {
     pub fn new(store: &Store) -> Self {
         Self {
@@ -33,34 +64,74 @@ impl TagCache {
         if ttl.is_zero() {
             return None;
         }
-        let entry = self.read().remove(reference)?;
+        let entries = self.read();
+        let entry = entries.get(reference)?;
         let age = now().saturating_sub(entry.resolved_at);
         (age < ttl.as_secs()).then(|| parse_digest(&entry.digest).ok())?
     }
 
     /// Records that `reference` resolved to `digest` just now.
     pub fn put(&self, reference: &str, digest: &Digest) -> Result<(), StoreError> {
+        self.put_all(&[(reference.to_string(), digest.clone())])
+    }
+
+    /// Records many resolutions with one rewrite of the file.
+    pub fn put_all(&self, resolved: &[(String, Digest)]) -> Result<(), StoreError> {
+        if resolved.is_empty() {
+            return Ok(());
+        }
         let _lock = FileLock::exclusive(&self.store.state_file("tags.lock"))?;
-        let mut entries = self.read();
-        entries.insert(
-            reference.to_string(),
-            Entry {
+        let mut entries = (*self.read()).clone();
+        let resolved_at = now();
+        for (reference, digest) in resolved {
+            let entry = Entry {
                 digest: digest.to_string(),
-                resolved_at: now(),
-            },
-        );
+                resolved_at,
+            };
+            entries.insert(reference.clone(), entry);
+        }
         let json = serde_json::to_vec_pretty(&entries).expect("the cache serialises");
         // A cache: replaced atomically, but not worth an fsync.
-        write_replace(&self.store.state_file("tags.json"), &json)
+        let path = self.path();
+        write_replace(&path, &json)?;
+        if let Ok(meta) = std::fs::metadata(&path) {
+            *parsed() = Some((path, Stamp::of(&meta), Arc::new(entries)));
+        }
+        Ok(())
+    }
+
+    fn path(&self) -> PathBuf {
+        self.store.state_file("tags.json")
     }
 
     /// A missing or unreadable cache is an empty one: it can always be rebuilt.
-    fn read(&self) -> BTreeMap<String, Entry> {
-        std::fs::read(self.store.state_file("tags.json"))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+    fn read(&self) -> Arc<Entries> {
+        let path = self.path();
+        let Ok(mut file) = File::open(&path) else {
+            return Arc::default();
+        };
+        let Ok(stamp) = file.metadata().map(|m| Stamp::of(&m)) else {
+            return Arc::default();
+        };
+        if let Some((seen_path, seen, entries)) = parsed().as_ref() {
+            if *seen_path == path && *seen == stamp {
+                return entries.clone();
+            }
+        }
+        let mut bytes = Vec::new();
+        let entries: Arc<Entries> = Arc::new(
+            file.read_to_end(&mut bytes)
+                .ok()
+                .and_then(|_| serde_json::from_slice(&bytes).ok())
+                .unwrap_or_default(),
+        );
+        *parsed() = Some((path, stamp, entries.clone()));
+        entries
     }
+}
+
+fn parsed() -> std::sync::MutexGuard<'static, Option<(PathBuf, Stamp, Arc<Entries>)>> {
+    PARSED.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn now() -> u64 {

@@ -12,6 +12,7 @@ mod digest;
 mod error;
 mod gc;
 mod graph;
+mod index_cache;
 mod ingest;
 mod layout;
 mod lock;
@@ -44,10 +45,11 @@ use layout::Layout;
 /// The layout version stowage writes and reads.
 const LAYOUT_VERSION: &str = "1.0.0";
 
-/// An open store directory.
+/// An open store directory. Clones share one cache of the parsed `index.json`.
 #[derive(Debug, Clone)]
 pub struct Store {
     layout: Layout,
+    index: std::sync::Arc<index_cache::IndexCache>,
 }
 
 impl Store {
@@ -97,9 +99,16 @@ impl Store {
         ] {
             fs::create_dir_all(&dir).at(&dir)?;
         }
-        let store = Self { layout };
+        let store = Self {
+            layout,
+            index: Default::default(),
+        };
         store.ensure_index()?;
         Ok(store)
+    }
+
+    fn index_cache(&self) -> &index_cache::IndexCache {
+        &self.index
     }
 
     /// The store's directory.

@@ -1,13 +1,14 @@
 //! Refs: the named images in `index.json`. Changed under a lock and replaced
 //! atomically, so concurrent updates from several processes lose nothing.
 
-use std::fs;
-use std::io;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
+use oci_spec::image::Descriptor;
 
 use crate::atomic::write_atomic;
-use crate::error::{IoContext, StoreError};
+use crate::error::StoreError;
+use crate::index_cache::{empty_index, ParsedIndex};
 use crate::lock::FileLock;
 use crate::Store;
 
@@ -26,6 +27,7 @@ impl Store {
     pub fn refs(&self) -> Result<Vec<StoreRef>, StoreError> {
         Ok(self
             .read_index()?
+            .index
             .manifests()
             .iter()
             .filter_map(|d| {
@@ -37,13 +39,14 @@ impl Store {
             .collect())
     }
 
-    /// The descriptor a ref names, if any.
+    /// The descriptor a ref names, if any. Parses index.json only when it changed
+    /// since this process last read it.
     pub fn resolve_ref(&self, name: &str) -> Result<Option<Descriptor>, StoreError> {
-        Ok(self
-            .refs()?
-            .into_iter()
-            .find(|r| r.name == name)
-            .map(|r| r.descriptor))
+        let parsed = self.read_index()?;
+        Ok(parsed
+            .by_name
+            .get(name)
+            .map(|&i| parsed.index.manifests()[i].clone()))
     }
 
     /// Points `name` at `descriptor` (replacing what it named before). Everything it
@@ -51,41 +54,73 @@ impl Store {
     /// the refs lock, which `gc` holds while it sweeps, so a ref is never recorded for
     /// an image a concurrent `gc` has just taken blobs of.
     pub fn set_ref(&self, name: &str, descriptor: &Descriptor) -> Result<(), StoreError> {
-        check_ref_name(name)?;
-        let mut entry = descriptor.clone();
-        let mut annotations = entry.annotations().clone().unwrap_or_default();
-        annotations.insert(REF_NAME_ANNOTATION.to_string(), name.to_string());
-        entry.set_annotations(Some(annotations));
-        let _lock = self.refs_lock()?;
-        if !self.has(descriptor.digest()) {
-            return Err(StoreError::BlobNotFound(descriptor.digest().clone()));
+        self.set_refs(&[(name.to_string(), descriptor.clone())])
+    }
+
+    /// [`Self::set_ref`] for many refs at once: one lock, one read and at most one
+    /// rewrite of index.json, however many refs. All or nothing: when one image is not
+    /// whole in the store, no ref is recorded and the error names it. A name given
+    /// twice ends up naming its last descriptor.
+    pub fn set_refs(&self, refs: &[(String, Descriptor)]) -> Result<(), StoreError> {
+        let mut entries = Vec::with_capacity(refs.len());
+        for (name, descriptor) in refs {
+            check_ref_name(name)?;
+            let mut entry = descriptor.clone();
+            let mut annotations = entry.annotations().clone().unwrap_or_default();
+            annotations.insert(REF_NAME_ANNOTATION.to_string(), name.clone());
+            entry.set_annotations(Some(annotations));
+            entries.push((name.as_str(), entry));
         }
-        if let Some(first) = self.missing(descriptor)?.into_iter().next() {
-            return Err(StoreError::RefIncomplete {
-                name: name.to_string(),
-                digest: first,
-            });
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let _lock = self.refs_lock()?;
+        for (name, descriptor) in refs {
+            if !self.has(descriptor.digest()) {
+                return Err(StoreError::BlobNotFound(descriptor.digest().clone()));
+            }
+            if let Some(first) = self.missing(descriptor)?.into_iter().next() {
+                return Err(StoreError::RefIncomplete {
+                    name: name.clone(),
+                    digest: first,
+                });
+            }
         }
         // Blobs become durable before any ref may point at them.
         self.sync_blob_dirs()?;
         // Replaced where it stands, so an unchanged ref leaves index.json as it is
         // (no rewrite, no fsync) however many refs come after it.
-        self.update_index_locked(|manifests| {
-            let mut entry = Some(entry);
-            manifests.retain_mut(|d| {
-                if ref_name(d) != Some(name) {
-                    return true;
+        self.update_index_locked(|manifests, by_name| {
+            let mut chosen: HashMap<&str, usize> = HashMap::new();
+            for (name, entry) in entries {
+                match by_name.get(name).or_else(|| chosen.get(name)).copied() {
+                    Some(i) => {
+                        manifests[i] = entry;
+                        chosen.insert(name, i);
+                    }
+                    None => {
+                        chosen.insert(name, manifests.len());
+                        manifests.push(entry);
+                    }
                 }
-                entry.take().map(|e| *d = e).is_some()
+            }
+            // A name another tool wrote twice keeps only the entry just set.
+            let mut position = 0;
+            manifests.retain(|d| {
+                let keep = ref_name(d)
+                    .and_then(|name| chosen.get(name))
+                    .is_none_or(|&i| i == position);
+                position += 1;
+                keep
             });
-            manifests.extend(entry);
         })
     }
 
     /// Removes a ref; returns whether it existed. Blobs stay until `gc`.
     pub fn remove_ref(&self, name: &str) -> Result<bool, StoreError> {
         let mut found = false;
-        self.update_index(|manifests| {
+        let _lock = self.refs_lock()?;
+        self.update_index_locked(|manifests, _| {
             let before = manifests.len();
             manifests.retain(|d| ref_name(d) != Some(name));
             found = manifests.len() != before;
@@ -95,7 +130,7 @@ impl Store {
 
     /// Every entry of index.json, named or not: the roots that keep blobs alive.
     pub(crate) fn index_entries(&self) -> Result<Vec<Descriptor>, StoreError> {
-        Ok(self.read_index()?.manifests().clone())
+        Ok(self.read_index()?.index.manifests().clone())
     }
 
     /// Writes an empty index.json if there is none.
@@ -116,39 +151,30 @@ impl Store {
         FileLock::exclusive(&self.layout().refs_lock())
     }
 
-    fn read_index(&self) -> Result<ImageIndex, StoreError> {
-        let path = self.layout().index();
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
-                path,
-                what: "index.json",
-                source,
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(empty_index()),
-            Err(e) => Err(e).at(&path),
-        }
+    fn read_index(&self) -> Result<Arc<ParsedIndex>, StoreError> {
+        self.index_cache().read(&self.layout().index())
     }
 
-    fn update_index(&self, change: impl FnOnce(&mut Vec<Descriptor>)) -> Result<(), StoreError> {
-        let _lock = self.refs_lock()?;
-        self.update_index_locked(change)
-    }
-
-    /// [`Self::update_index`] for a caller already holding the refs lock.
+    /// Changes the entries of index.json (given with the positions of the names
+    /// they held before), for a caller holding the refs lock; rewrites the file only
+    /// when something changed.
     fn update_index_locked(
         &self,
-        change: impl FnOnce(&mut Vec<Descriptor>),
+        change: impl FnOnce(&mut Vec<Descriptor>, &HashMap<String, usize>),
     ) -> Result<(), StoreError> {
-        let mut index = self.read_index()?;
-        let mut manifests = index.manifests().clone();
-        change(&mut manifests);
-        if &manifests == index.manifests() {
+        let parsed = self.read_index()?;
+        let mut manifests = parsed.index.manifests().clone();
+        change(&mut manifests, &parsed.by_name);
+        if &manifests == parsed.index.manifests() {
             // Nothing changed (a warm pull): no rewrite, no fsync.
             return Ok(());
         }
+        let mut index = parsed.index.clone();
         index.set_manifests(manifests);
         let json = serde_json::to_vec_pretty(&index).expect("an index serialises");
-        write_atomic(&self.layout().index(), &json)
+        let path = self.layout().index();
+        write_atomic(&path, &json)?;
+        self.index_cache().wrote(&path, index)
     }
 }
 
@@ -189,19 +215,10 @@ pub fn check_ref_name(name: &str) -> Result<(), StoreError> {
     }
 }
 
-fn ref_name(descriptor: &Descriptor) -> Option<&str> {
+pub(crate) fn ref_name(descriptor: &Descriptor) -> Option<&str> {
     descriptor
         .annotations()
         .as_ref()
         .and_then(|a| a.get(REF_NAME_ANNOTATION))
         .map(String::as_str)
-}
-
-fn empty_index() -> ImageIndex {
-    ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(Vec::new())
-        .build()
-        .expect("an empty index is valid")
 }

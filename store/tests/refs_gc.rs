@@ -154,3 +154,65 @@ fn corruption_is_caught_on_read_and_by_verify() {
     assert_eq!(report.missing.len(), 1, "the ref now lacks its layer");
     assert_eq!(report.missing[0].referenced_by, "img");
 }
+
+#[test]
+fn many_refs_are_set_with_one_rewrite_and_all_or_nothing() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (a, _) = small_image(&store, b"layer a");
+    let (b, _) = small_image(&store, b"layer b");
+    store.set_ref("a:1", &a).unwrap();
+    let index = dir.path().join("index.json");
+    let inode = || std::fs::metadata(&index).unwrap().ino();
+    let before = inode();
+    let batch: Vec<(String, Descriptor)> = (0..100)
+        .map(|i| (format!("many:{i}"), b.clone()))
+        .chain([("a:1".to_string(), b.clone())])
+        .collect();
+    store.set_refs(&batch).unwrap();
+    assert_ne!(inode(), before);
+    let refs = store.refs().unwrap();
+    assert_eq!(refs.len(), 101);
+    assert_eq!(refs[0].name, "a:1", "a replaced ref keeps its place");
+    assert_eq!(refs[0].descriptor.digest(), b.digest());
+    assert_eq!(
+        store.resolve_ref("many:99").unwrap().unwrap().digest(),
+        b.digest()
+    );
+
+    // One image not whole: nothing of the batch is recorded.
+    let absent = descriptor(
+        MediaType::ImageManifest,
+        &stowage_store::sha256_of(b"not stored"),
+        10,
+    );
+    let refused = vec![
+        ("new:1".to_string(), a.clone()),
+        ("new:2".to_string(), absent.clone()),
+    ];
+    let err = store.set_refs(&refused).unwrap_err();
+    assert!(
+        matches!(err, StoreError::BlobNotFound(ref d) if d == absent.digest()),
+        "{err}"
+    );
+    assert!(store.resolve_ref("new:1").unwrap().is_none());
+    assert_eq!(store.refs().unwrap().len(), 101);
+}
+
+#[test]
+fn another_process_s_rewrite_of_index_json_is_seen_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = Store::open(dir.path()).unwrap();
+    let there = Store::open(dir.path()).unwrap();
+    let (a, _) = small_image(&here, b"layer a");
+    assert!(here.resolve_ref("a:1").unwrap().is_none());
+    // `there` has its own cache, as another process would.
+    there.set_ref("a:1", &a).unwrap();
+    assert_eq!(
+        here.resolve_ref("a:1").unwrap().unwrap().digest(),
+        a.digest()
+    );
+    there.remove_ref("a:1").unwrap();
+    assert!(here.resolve_ref("a:1").unwrap().is_none());
+}

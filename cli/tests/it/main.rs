@@ -34,3 +34,4 @@ mod serve_load;
 mod store_concurrency;
 mod store_processes;
 mod store_races;
+mod store_scale;

@@ -389,6 +389,7 @@ impl Importer<'_> {
             });
         }
         let mut images = Vec::new();
+        let mut named = Vec::new();
         let mut unnamed = 0;
         for (name, descriptor) in entries {
             let Some(name) = name else {
@@ -396,14 +397,16 @@ impl Importer<'_> {
                 continue;
             };
             let before = self.store.resolve_ref(&name)?.map(|d| d.digest().clone());
-            self.store.set_ref(&name, &descriptor)?;
             images.push(ImportedImage {
                 replaced: before.filter(|d| d != descriptor.digest()),
-                name,
+                name: name.clone(),
                 digest: descriptor.digest().clone(),
                 media_type: descriptor.media_type().to_string(),
             });
+            named.push((name, descriptor));
         }
+        // Every ref in one update of index.json, however many images the archive holds.
+        self.store.set_refs(&named)?;
         // set_ref makes the blobs durable before naming them; without refs, do it here.
         self.store.sync_blob_dirs()?;
         Ok((images, unnamed))

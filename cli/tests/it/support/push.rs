@@ -139,3 +139,36 @@ pub fn push_docker_manifest_list(
     let digest = push_manifest(registry, repo, tag, DOCKER_LIST, &list);
     (digest, children)
 }
+
+/// PUTs `bytes` (a manifest already pushed to `repo`) under every one of `tags`, over
+/// keep-alive connections, eight at a time: how a test makes thousands of refs out of
+/// one pushed image without pushing it thousands of times.
+pub fn tag_many(registry: &Registry, repo: &str, media_type: &str, bytes: &[u8], tags: &[String]) {
+    use futures_util::stream::{self, StreamExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("{}/v2/{repo}/manifests", registry.url());
+    runtime.block_on(async {
+        let puts = stream::iter(tags)
+            .map(|tag| {
+                let request = client
+                    .put(format!("{base}/{tag}"))
+                    .header("Content-Type", media_type)
+                    .body(bytes.to_vec());
+                async move { (tag, request.send().await) }
+            })
+            .buffer_unordered(8);
+        puts.for_each(|(tag, response)| async move {
+            let response = response.unwrap_or_else(|e| panic!("PUT {repo}:{tag}: {e}"));
+            assert!(
+                response.status().is_success(),
+                "PUT {repo}:{tag}: {}",
+                response.status()
+            );
+        })
+        .await;
+    });
+}

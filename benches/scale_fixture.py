@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Fixtures and the serve client for benches/scale.sh (issue 16).
+
+  scale_fixture.py push HOST:PORT N
+      Build one tiny OCI image by hand (a one-file gzip layer, its config, an OCI
+      manifest for this machine's platform), push it once to scale/r00000:1, then
+      mount its two blobs into scale/r00001 .. scale/r{N-1} and PUT the same manifest
+      under :1 in each: 3 requests per repository, all over one keep-alive
+      connection. The repositories already tagged (a prefix, found by bisection)
+      are skipped, so a fixture can be grown. Prints the manifest digest.
+
+  scale_fixture.py get COUNT SEED N NAME=HOST:PORT...
+      COUNT manifest GETs by tag of random repositories among the first N, from one
+      keep-alive connection per server, the servers interleaved request by request
+      (same repository sequence for each); 50 untimed warm-up requests first. Each
+      answer must be 200 with the pushed manifest's digest. Prints one line per
+      server: NAME p50_ms p99_ms mean_ms.
+"""
+import gzip
+import hashlib
+import http.client
+import io
+import json
+import platform
+import random
+import sys
+import tarfile
+import time
+import urllib.parse
+
+REPO_FMT = "scale/r{:05d}"
+TAG = "1"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+ACCEPT = ", ".join([
+    OCI_MANIFEST,
+    "application/vnd.docker.distribution.manifest.v2+json",
+])
+
+
+def die(msg):
+    print(f"scale_fixture: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def sha256(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def goarch():
+    m = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(m, m)
+
+
+def image():
+    """(layer, config, manifest) bytes of a deterministic one-file image."""
+    tar_buf = io.BytesIO()
+    with tarfile.open(fileobj=tar_buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        data = b"hello from the scale benchmark\n"
+        info = tarfile.TarInfo("hello.txt")
+        info.size, info.mode, info.mtime = len(data), 0o644, 0
+        tar.addfile(info, io.BytesIO(data))
+    diff = tar_buf.getvalue()
+    layer = gzip.compress(diff, mtime=0)
+    config = json.dumps({
+        "architecture": goarch(),
+        "os": "linux",
+        "config": {"Cmd": ["/hello.txt"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha256(diff)]},
+        "history": [{"created_by": "benches/scale_fixture.py"}],
+    }, sort_keys=True, separators=(",", ":")).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha256(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": sha256(layer), "size": len(layer)}],
+    }, sort_keys=True, separators=(",", ":")).encode()
+    return layer, config, manifest
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection; reconnects once if the server closed it."""
+
+    def __init__(self, addr):
+        self.addr = addr
+        self.c = http.client.HTTPConnection(addr, timeout=60)
+
+    def req(self, method, path, body=None, headers=None):
+        for attempt in (0, 1):
+            try:
+                self.c.request(method, path, body=body, headers=headers or {})
+                r = self.c.getresponse()
+                data = r.read()
+                return r.status, r.headers, data
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                if attempt:
+                    raise
+                self.c.close()
+                self.c = http.client.HTTPConnection(self.addr, timeout=60)
+
+
+def upload(conn, repo, blob):
+    d = sha256(blob)
+    st, _, _ = conn.req("HEAD", f"/v2/{repo}/blobs/{d}")
+    if st == 200:
+        return
+    st, h, body = conn.req("POST", f"/v2/{repo}/blobs/uploads/")
+    if st != 202:
+        die(f"POST upload {repo}: {st} {body[:200]!r}")
+    loc = urllib.parse.urlsplit(h["Location"])
+    q = loc.query + ("&" if loc.query else "") + "digest=" + urllib.parse.quote(d)
+    st, _, body = conn.req("PUT", f"{loc.path}?{q}", body=blob,
+                           headers={"Content-Type": "application/octet-stream"})
+    if st != 201:
+        die(f"PUT blob {repo}: {st} {body[:200]!r}")
+
+
+def push(addr, n):
+    layer, config, manifest = image()
+    mdigest = sha256(manifest)
+    conn = Conn(addr)
+    t0 = time.monotonic()
+    base = REPO_FMT.format(0)
+    upload(conn, base, layer)
+    upload(conn, base, config)
+    mhead = {"Content-Type": OCI_MANIFEST}
+
+    def tagged(i):
+        st, h, _ = conn.req("HEAD", f"/v2/{REPO_FMT.format(i)}/manifests/{TAG}",
+                            headers={"Accept": ACCEPT})
+        return st == 200 and h.get("Docker-Content-Digest") == mdigest
+
+    # Repositories are tagged in order, so the ones already there are a prefix: find
+    # its end by bisection rather than asking for each.
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if tagged(mid):
+            lo = mid + 1
+        else:
+            hi = mid
+    skipped, done = lo, 0
+    for i in range(lo, n):
+        repo = REPO_FMT.format(i)
+        if i:
+            for blob in (layer, config):
+                d = sha256(blob)
+                st, _, body = conn.req(
+                    "POST", f"/v2/{repo}/blobs/uploads/?mount={urllib.parse.quote(d)}&from={base}")
+                if st != 201:
+                    die(f"mount {d} into {repo}: {st} {body[:200]!r}")
+        st, _, body = conn.req("PUT", f"/v2/{repo}/manifests/{TAG}", body=manifest, headers=mhead)
+        if st != 201:
+            die(f"PUT manifest {repo}: {st} {body[:200]!r}")
+        done += 1
+    print(f"scale_fixture: {done} repositories tagged, {skipped} already there, "
+          f"{time.monotonic() - t0:.1f} s", file=sys.stderr)
+    print(mdigest)
+
+
+def pct(sorted_ms, p):
+    # nearest-rank percentile
+    k = max(0, min(len(sorted_ms) - 1, int(round(p / 100 * len(sorted_ms) + 0.5)) - 1))
+    return sorted_ms[k]
+
+
+def get(count, seed, n, servers):
+    _, _, manifest = image()
+    mdigest = sha256(manifest)
+    rng = random.Random(seed)
+    conns = [(name, Conn(addr)) for name, addr in servers]
+    times = {name: [] for name, _ in servers}
+    for i in range(50 + count):
+        path = f"/v2/{REPO_FMT.format(rng.randrange(n))}/manifests/{TAG}"
+        for name, conn in conns:
+            t0 = time.perf_counter()
+            st, h, body = conn.req("GET", path, headers={"Accept": ACCEPT})
+            dt = (time.perf_counter() - t0) * 1000
+            if st != 200 or sha256(body) != mdigest:
+                die(f"{name}: GET {path}: {st}, {len(body)} bytes {body[:200]!r}")
+            if i >= 50:
+                times[name].append(dt)
+    for name, _ in servers:
+        t = sorted(times[name])
+        print(f"{name} {pct(t, 50):.3f} {pct(t, 99):.3f} {sum(t) / len(t):.3f}")
+
+
+def main(argv):
+    if len(argv) == 3 and argv[0] == "push":
+        push(argv[1], int(argv[2]))
+    elif len(argv) >= 5 and argv[0] == "get":
+        servers = [tuple(s.split("=", 1)) for s in argv[4:]]
+        get(int(argv[1]), int(argv[2]), int(argv[3]), servers)
+    else:
+        die(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
