@@ -12,7 +12,7 @@ mod digest;
 mod error;
 mod gc;
 mod graph;
-mod index_cache;
+mod index_file;
 mod ingest;
 mod layout;
 mod lock;
@@ -33,10 +33,11 @@ pub use digest::{hash_file, parse_digest, sha256_of, Hasher};
 pub use error::StoreError;
 pub use gc::{GcReport, Usage, PARTIALS_OLDER_THAN};
 pub use graph::{children, reach, MissingBlob, Reach, WrongSize, MANIFEST_LIMIT};
+pub use index_file::REF_NAME_ANNOTATION;
 pub use ingest::{Committed, Ingest, RangeSet};
 pub use lock::FileLock;
 pub use media_type::{is_graph_type, is_image_type, is_index_type, MANIFEST_ACCEPT};
-pub use refs::{StoreRef, REF_NAME_ANNOTATION};
+pub use refs::StoreRef;
 pub use verify::{CorruptBlob, VerifyReport};
 
 use error::IoContext;
@@ -49,7 +50,7 @@ const LAYOUT_VERSION: &str = "1.0.0";
 #[derive(Debug, Clone)]
 pub struct Store {
     layout: Layout,
-    index: std::sync::Arc<index_cache::IndexCache>,
+    index: std::sync::Arc<index_file::IndexCache>,
 }
 
 impl Store {
@@ -107,7 +108,7 @@ impl Store {
         Ok(store)
     }
 
-    fn index_cache(&self) -> &index_cache::IndexCache {
+    fn index_cache(&self) -> &index_file::IndexCache {
         &self.index
     }
 

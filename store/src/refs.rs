@@ -8,12 +8,9 @@ use oci_spec::image::Descriptor;
 
 use crate::atomic::write_atomic;
 use crate::error::StoreError;
-use crate::index_cache::{empty_index, ParsedIndex};
+use crate::index_file::{empty_index, ref_name, ParsedIndex, REF_NAME_ANNOTATION};
 use crate::lock::FileLock;
 use crate::Store;
-
-/// The annotation that names an index.json entry (skopeo's and umoci's "tag").
-pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
 /// A named image in the store.
 #[derive(Debug, Clone, PartialEq)]
@@ -213,12 +210,4 @@ pub fn check_ref_name(name: &str) -> Result<(), StoreError> {
             reason,
         }),
     }
-}
-
-pub(crate) fn ref_name(descriptor: &Descriptor) -> Option<&str> {
-    descriptor
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(REF_NAME_ANNOTATION))
-        .map(String::as_str)
 }

@@ -1,4 +1,5 @@
-//! `index.json` parsed once per change, not once per lookup: a store with 10 000 refs
+//! `index.json`: what names an entry, and the file parsed once per change, not once
+//! per lookup: a store with 10 000 refs
 //! has an index of about 3 MB, and parsing it for every ref lookup and every
 //! `set_ref` made commands over N images cost N². The parsed index is kept with the
 //! file's identity (device, inode, size, mtime and ctime, taken from the same open file
@@ -15,8 +16,21 @@ use std::sync::{Arc, Mutex};
 
 use oci_spec::image::{ImageIndex, ImageIndexBuilder, MediaType};
 
+use oci_spec::image::Descriptor;
+
 use crate::error::{IoContext, StoreError};
-use crate::refs::ref_name;
+
+/// The annotation that names an index.json entry (skopeo's and umoci's "tag").
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+
+/// The name an entry carries, if any.
+pub(crate) fn ref_name(descriptor: &Descriptor) -> Option<&str> {
+    descriptor
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(REF_NAME_ANNOTATION))
+        .map(String::as_str)
+}
 
 /// What identifies one version of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
