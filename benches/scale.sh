@@ -10,6 +10,9 @@
 #                               with the smallest)
 #   SCALE_RUNS=3                runs per N, each from an empty store (median reported)
 #   SCALE_GETS=1000             manifest GETs per server in the serve comparison
+#   SCALE_DISTINCT=0            1: every repository holds its own image (own config and
+#                               manifest, the one layer shared; tag :d) instead of the
+#                               same manifest, so a store of N images holds N + 1 blobs
 #   SCALE_TIMEOUT=900           seconds before one command counts as failed; a failed
 #                               command ends that N (and skips the larger ones)
 #   BENCH_DIR=/var/tmp/stowage-bench   the registry's storage is kept in
@@ -42,6 +45,8 @@ REPO=$PWD
 NS=${SCALE_NS:-100 1000 10000}
 RUNS=${SCALE_RUNS:-3}
 GETS=${SCALE_GETS:-1000}
+DISTINCT=${SCALE_DISTINCT:-0}
+if [ "$DISTINCT" = 1 ]; then TAG=d FIXTURE_MODE=(distinct); else TAG=1 FIXTURE_MODE=(); fi
 TIMEOUT=${SCALE_TIMEOUT:-900}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/stowage-bench}
 STOWAGE=${STOWAGE:-$REPO/target/release/stowage}
@@ -131,7 +136,17 @@ wait_v2 "$REGISTRY" "${pids[-1]}"
 log "docker-registry on $REGISTRY (storage $REGDIR)"
 
 t0=$(date +%s%N)
-python3 "$FIXTURE" push "$REGISTRY" "$N_MAX" > "$WORK/digest" || die "building the fixture failed"
+# What is measured: the binary's build time and the tree it was built from (when
+# nothing in the tree is newer than it).
+BIN_INFO="binary built $(date -u -r "$STOWAGE" '+%Y-%m-%d %H:%M UTC')"
+if git -C "$REPO" rev-parse --short HEAD >/dev/null 2>&1; then
+  BIN_INFO+=", tree at $(git -C "$REPO" rev-parse --short HEAD)"
+  git -C "$REPO" diff --quiet HEAD 2>/dev/null || BIN_INFO+=" with uncommitted changes"
+  newer=$(find "$REPO/src" "$REPO/store/src" "$REPO/cli/src" -name '*.rs' -newer "$STOWAGE" 2>/dev/null | wc -l)
+  [ "$newer" = 0 ] || BIN_INFO+=" (**$newer source files newer than the binary**)"
+fi
+
+python3 "$FIXTURE" push "$REGISTRY" "$N_MAX" "${FIXTURE_MODE[@]}" > "$WORK/digest" || die "building the fixture failed"
 FIXTURE_S=$(echo "($(date +%s%N) - $t0) / 1000000000" | bc -l | xargs printf '%.1f')
 DIGEST=$(cat "$WORK/digest")
 log "fixture: $N_MAX repositories hold $DIGEST ($FIXTURE_S s)"
@@ -166,7 +181,7 @@ for n in "${NS_ARR[@]}"; do
     continue
   fi
   refs=()
-  for ((i = 0; i < n; i++)); do refs+=("$(printf '%s/scale/r%05d:1' "$REGISTRY" "$i")"); done
+  for ((i = 0; i < n; i++)); do refs+=("$(printf '%s/scale/r%05d:%s' "$REGISTRY" "$i" "$TAG")"); done
   for run in $(seq "$RUNS"); do
     store=$WORK/store-$n
     lockf=$WORK/scale-$n.lock
@@ -206,7 +221,7 @@ if [ -z "${FAILED[$N_MAX]:-}" ] && [ -d "$WORK/store-$N_MAX" ]; then
   wait_v2 "$SERVE" "${pids[-1]}"
   log "serve: $GETS manifest GETs by tag against stowage serve ($SERVE) and docker-registry, N=$N_MAX"
   sync
-  if SERVE_LINE=$(python3 "$FIXTURE" get "$GETS" 16 "$N_MAX" "stowage=$SERVE" "registry=$REGISTRY" 2> "$WORK/get.err"); then
+  if SERVE_LINE=$(python3 "$FIXTURE" get "$GETS" 16 "$N_MAX" "${FIXTURE_MODE[@]}" "stowage=$SERVE" "registry=$REGISTRY" 2> "$WORK/get.err"); then
     :
   else
     SERVE_LINE=""
@@ -231,9 +246,15 @@ done
 {
   echo "# stowage scale benchmark (issue 16)"
   echo
-  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); stowage at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)'); machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); stowage $BIN_INFO; machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
   echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); median of $RUNS run(s) per N, each from an empty store"
-  echo "- fixture: one tiny image (1 layer of $(python3 -B -c 'import sys; sys.path.insert(0, "benches"); import scale_fixture as f; print(len(f.image()[0]))') bytes) under $N_MAX repositories of docker-registry $(/usr/bin/docker-registry --version 2>/dev/null | awk "{print \$3}") on loopback, $DIGEST; built or grown in $FIXTURE_S s"
+  layer_bytes=$(python3 -B -c 'import sys; sys.path.insert(0, "benches"); import scale_fixture as f; print(len(f.image()[0]))')
+  if [ "$DISTINCT" = 1 ]; then
+    what="$N_MAX distinct images (own config and manifest each, one shared layer of $layer_bytes bytes) under scale/rNNNNN:d"
+  else
+    what="one tiny image (1 layer of $layer_bytes bytes, $DIGEST) under $N_MAX repositories (scale/rNNNNN:1)"
+  fi
+  echo "- fixture: $what of docker-registry $(/usr/bin/docker-registry --version 2>/dev/null | awk '{print $3}') on loopback; built or grown in $FIXTURE_S s"
   echo
   echo "### wall time (seconds; ms per image)"
   echo

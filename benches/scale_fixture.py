@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """Fixtures and the serve client for benches/scale.sh (issue 16).
 
-  scale_fixture.py push HOST:PORT N
+  scale_fixture.py push HOST:PORT N [distinct]
       Build one tiny OCI image by hand (a one-file gzip layer, its config, an OCI
       manifest for this machine's platform), push it once to scale/r00000:1, then
       mount its two blobs into scale/r00001 .. scale/r{N-1} and PUT the same manifest
       under :1 in each: 3 requests per repository, all over one keep-alive
-      connection. The repositories already tagged (a prefix, found by bisection)
-      are skipped, so a fixture can be grown. Prints the manifest digest.
+      connection. With `distinct`, tag :d instead, each repository's image with its
+      own config (a label naming the repository), so its own manifest: the layer is
+      mounted, the config uploaded (4 requests a repository). The repositories
+      already tagged (a prefix, found by bisection) are skipped, so a fixture can be
+      grown. Prints the (first) manifest digest.
 
-  scale_fixture.py get COUNT SEED N NAME=HOST:PORT...
+  scale_fixture.py get COUNT SEED N [distinct] NAME=HOST:PORT...
       COUNT manifest GETs by tag of random repositories among the first N, from one
       keep-alive connection per server, the servers interleaved request by request
       (same repository sequence for each); 50 untimed warm-up requests first. Each
@@ -29,7 +32,7 @@ import time
 import urllib.parse
 
 REPO_FMT = "scale/r{:05d}"
-TAG = "1"
+TAGS = {False: "1", True: "d"}
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ACCEPT = ", ".join([
     OCI_MANIFEST,
@@ -51,8 +54,9 @@ def goarch():
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(m, m)
 
 
-def image():
-    """(layer, config, manifest) bytes of a deterministic one-file image."""
+def image(repo_index=None):
+    """(layer, config, manifest) bytes of a deterministic one-file image; with
+    repo_index, its config (so its manifest) is that repository's own."""
     tar_buf = io.BytesIO()
     with tarfile.open(fileobj=tar_buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         data = b"hello from the scale benchmark\n"
@@ -64,7 +68,8 @@ def image():
     config = json.dumps({
         "architecture": goarch(),
         "os": "linux",
-        "config": {"Cmd": ["/hello.txt"]},
+        "config": {"Cmd": ["/hello.txt"]} if repo_index is None else
+                  {"Cmd": ["/hello.txt"], "Labels": {"scale.repo": str(repo_index)}},
         "rootfs": {"type": "layers", "diff_ids": [sha256(diff)]},
         "history": [{"created_by": "benches/scale_fixture.py"}],
     }, sort_keys=True, separators=(",", ":")).encode()
@@ -116,8 +121,9 @@ def upload(conn, repo, blob):
         die(f"PUT blob {repo}: {st} {body[:200]!r}")
 
 
-def push(addr, n):
-    layer, config, manifest = image()
+def push(addr, n, distinct):
+    TAG = TAGS[distinct]
+    layer, config, manifest = image(0 if distinct else None)
     mdigest = sha256(manifest)
     conn = Conn(addr)
     t0 = time.monotonic()
@@ -127,9 +133,10 @@ def push(addr, n):
     mhead = {"Content-Type": OCI_MANIFEST}
 
     def tagged(i):
+        want = sha256(image(i)[2]) if distinct else mdigest
         st, h, _ = conn.req("HEAD", f"/v2/{REPO_FMT.format(i)}/manifests/{TAG}",
                             headers={"Accept": ACCEPT})
-        return st == 200 and h.get("Docker-Content-Digest") == mdigest
+        return st == 200 and h.get("Docker-Content-Digest") == want
 
     # Repositories are tagged in order, so the ones already there are a prefix: find
     # its end by bisection rather than asking for each.
@@ -143,8 +150,12 @@ def push(addr, n):
     skipped, done = lo, 0
     for i in range(lo, n):
         repo = REPO_FMT.format(i)
+        if distinct:
+            _, config, manifest = image(i)
+            if i:
+                upload(conn, repo, config)
         if i:
-            for blob in (layer, config):
+            for blob in (layer,) if distinct else (layer, config):
                 d = sha256(blob)
                 st, _, body = conn.req(
                     "POST", f"/v2/{repo}/blobs/uploads/?mount={urllib.parse.quote(d)}&from={base}")
@@ -165,14 +176,16 @@ def pct(sorted_ms, p):
     return sorted_ms[k]
 
 
-def get(count, seed, n, servers):
-    _, _, manifest = image()
-    mdigest = sha256(manifest)
+def get(count, seed, n, distinct, servers):
+    TAG = TAGS[distinct]
+    shared = sha256(image()[2])
     rng = random.Random(seed)
     conns = [(name, Conn(addr)) for name, addr in servers]
     times = {name: [] for name, _ in servers}
     for i in range(50 + count):
-        path = f"/v2/{REPO_FMT.format(rng.randrange(n))}/manifests/{TAG}"
+        i = rng.randrange(n)
+        path = f"/v2/{REPO_FMT.format(i)}/manifests/{TAG}"
+        mdigest = sha256(image(i)[2]) if distinct else shared
         for name, conn in conns:
             t0 = time.perf_counter()
             st, h, body = conn.req("GET", path, headers={"Accept": ACCEPT})
@@ -187,11 +200,13 @@ def get(count, seed, n, servers):
 
 
 def main(argv):
+    distinct = "distinct" in argv
+    argv = [a for a in argv if a != "distinct"]
     if len(argv) == 3 and argv[0] == "push":
-        push(argv[1], int(argv[2]))
+        push(argv[1], int(argv[2]), distinct)
     elif len(argv) >= 5 and argv[0] == "get":
         servers = [tuple(s.split("=", 1)) for s in argv[4:]]
-        get(int(argv[1]), int(argv[2]), int(argv[3]), servers)
+        get(int(argv[1]), int(argv[2]), int(argv[3]), distinct, servers)
     else:
         die(__doc__)
 

@@ -31,6 +31,7 @@ mod catalog;
 mod fd_limit;
 mod idle;
 mod manifest;
+mod page;
 mod response;
 mod routes;
 

@@ -58,9 +58,9 @@ impl Catalog {
         })
     }
 
-    /// Every served repository name, sorted.
-    pub(super) fn names(&self) -> impl Iterator<Item = &str> {
-        self.repositories.keys().map(String::as_str)
+    /// Every served repository, sorted by name.
+    pub(super) fn repositories(&self) -> &BTreeMap<String, BTreeMap<String, Descriptor>> {
+        &self.repositories
     }
 }
 

@@ -7,6 +7,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
+use super::page::page;
 use super::response::{json, ApiError, Body, ErrorCode};
 use super::{blob, manifest, State};
 
@@ -98,8 +99,7 @@ async fn answer(state: &State, request: &Request<Incoming>) -> Result<Response<B
         Route::Base => Ok(json(StatusCode::OK, &json!({}), head)),
         Route::Catalog => {
             let catalog = catalog(state).await?;
-            let names: Vec<&str> = catalog.names().collect();
-            let (page, next) = paginate(&names, query);
+            let (page, next) = page(catalog.repositories(), query);
             let mut response = json(StatusCode::OK, &json!({ "repositories": page }), head);
             link_next(&mut response, "/v2/_catalog", next);
             Ok(response)
@@ -109,8 +109,7 @@ async fn answer(state: &State, request: &Request<Incoming>) -> Result<Response<B
             let tags = catalog
                 .repository(name)
                 .ok_or_else(|| ApiError::name_unknown(name))?;
-            let tags: Vec<&str> = tags.keys().map(String::as_str).collect();
-            let (page, next) = paginate(&tags, query);
+            let (page, next) = page(tags, query);
             let document = json!({ "name": name, "tags": page });
             let mut response = json(StatusCode::OK, &document, head);
             link_next(&mut response, &format!("/v2/{name}/tags/list"), next);
@@ -143,33 +142,6 @@ async fn catalog(state: &State) -> Result<std::sync::Arc<super::catalog::Catalog
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)
-}
-
-/// The spec's pagination: sorted `items` after `last`, at most `n` of them, and the
-/// last one returned when more follow.
-fn paginate<'a>(items: &[&'a str], query: &str) -> (Vec<&'a str>, Option<(usize, &'a str)>) {
-    let mut n = None;
-    let mut last = None;
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("n", value)) => n = value.parse::<usize>().ok(),
-            Some(("last", value)) => last = Some(value),
-            _ => {}
-        }
-    }
-    let after: Vec<&str> = items
-        .iter()
-        .copied()
-        .filter(|item| last.is_none_or(|last| *item > last))
-        .collect();
-    match n {
-        Some(n) if n < after.len() => {
-            let page = after[..n].to_vec();
-            let next = page.last().map(|last| (n, *last));
-            (page, next)
-        }
-        _ => (after, None),
-    }
 }
 
 fn link_next(response: &mut Response<Body>, path: &str, next: Option<(usize, &str)>) {
