@@ -126,6 +126,9 @@ pub async fn pull(
         store.set_ref(name, root)?;
         TagCache::new(store).put(name, root.digest())?;
     }
+    if let Err(e) = store.record_use(&[&pulled.report.reference]) {
+        tracing::warn!("recording the use of {}: {e}", pulled.report.reference);
+    }
     Ok(pulled.report)
 }
 

@@ -32,6 +32,14 @@ pub struct Pin {
 }
 
 impl Pin {
+    /// The store's name for the image (`alpine:3` is `docker.io/library/alpine:3`),
+    /// or the reference as written when it does not parse.
+    pub fn store_name(&self) -> String {
+        self.reference
+            .parse::<crate::oci::reference::Reference>()
+            .map_or_else(|_| self.reference.clone(), |r| r.to_string())
+    }
+
     /// What the registry's (or the store's) manifest must be for this pin.
     pub fn expectations(&self) -> Expectations {
         Expectations {

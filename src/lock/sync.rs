@@ -105,6 +105,15 @@ pub async fn sync(
         }
     } else {
         record(store, &mut images, new_refs);
+        let used: Vec<String> = pins
+            .iter()
+            .zip(&images)
+            .filter(|(_, image)| image.status.is_whole())
+            .map(|(pin, _)| pin.store_name())
+            .collect();
+        if let Err(e) = store.record_use(&used) {
+            tracing::warn!("recording the use of {} images: {e}", used.len());
+        }
     }
     drop(lease);
     SyncReport {

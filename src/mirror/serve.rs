@@ -28,12 +28,14 @@
 mod admission;
 mod blob;
 mod catalog;
+mod eviction;
 mod fd_limit;
 mod idle;
 mod manifest;
 mod page;
 mod response;
 mod routes;
+mod usage;
 
 use std::future::Future;
 use std::io;
@@ -81,6 +83,9 @@ pub struct ServeOptions {
     /// limit leaves room for, a socket and a blob file per connection after a reserve
     /// of 64.
     pub max_connections: Option<usize>,
+    /// Keep the store's blobs under this many bytes, evicting the least recently used
+    /// images once a minute (`serve --max-size`). `None` (the default): no limit.
+    pub max_size: Option<u64>,
 }
 
 impl Default for ServeOptions {
@@ -91,6 +96,7 @@ impl Default for ServeOptions {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: None,
+            max_size: None,
         }
     }
 }
@@ -131,6 +137,8 @@ struct Inner {
     /// one blob at a time and never waits here, HTTP/2 streams beyond that do, so the
     /// open-file budget holds however requests are multiplexed.
     open_blobs: Arc<Semaphore>,
+    /// Which images were served by tag, for least-recently-used eviction.
+    usage: usage::UseRecorder,
 }
 
 impl std::ops::Deref for State {
@@ -183,8 +191,12 @@ pub async fn serve_with(
         .max_connections
         .unwrap_or_else(fd_limit::default_max_connections);
     let builder = builder(&options);
+    let _evicting = options
+        .max_size
+        .map(|max| eviction::Evicting::start(store.clone(), max));
     let state = State(Arc::new(Inner {
         catalog: CatalogCache::new(store.clone()),
+        usage: usage::UseRecorder::new(store.clone()),
         store,
         options,
         open_blobs: Arc::new(Semaphore::new(max_connections)),

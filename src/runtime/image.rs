@@ -96,6 +96,10 @@ impl StoredImage {
                 diff_ids.len()
             )));
         }
+        // Handed to a runtime: a use, for least-recently-used eviction.
+        if let Err(e) = store.record_use(&[&store_ref]) {
+            tracing::debug!("recording the use of {store_ref}: {e}");
+        }
         Ok(Self {
             store_ref,
             manifest: manifest_descriptor,

@@ -59,6 +59,17 @@ impl Store {
     ) -> Result<GcReport, StoreError> {
         let _gc = FileLock::exclusive(&self.layout().gc_lock())?;
         let _refs = self.refs_lock()?;
+        self.sweep_locked(extra_roots, dry_run, partials_older_than)
+    }
+
+    /// [`Self::gc_with`] for a caller holding the gc lock (exclusively) and the refs
+    /// lock.
+    pub(crate) fn sweep_locked(
+        &self,
+        extra_roots: &[Descriptor],
+        dry_run: bool,
+        partials_older_than: Duration,
+    ) -> Result<GcReport, StoreError> {
         let mut roots: Vec<(String, Descriptor)> = self
             .index_entries()?
             .into_iter()

@@ -125,6 +125,14 @@ impl Store {
         Ok(found)
     }
 
+    /// Removes the refs `names`, for a caller holding the refs lock (eviction).
+    pub(crate) fn remove_refs_locked(&self, names: &[&str]) -> Result<(), StoreError> {
+        let names: std::collections::HashSet<&str> = names.iter().copied().collect();
+        self.update_index_locked(|manifests, _| {
+            manifests.retain(|d| ref_name(d).is_none_or(|name| !names.contains(name)));
+        })
+    }
+
     /// Every entry of index.json, named or not: the roots that keep blobs alive.
     pub(crate) fn index_entries(&self) -> Result<Vec<Descriptor>, StoreError> {
         Ok(self.read_index()?.index.manifests().clone())

@@ -216,3 +216,64 @@ fn another_process_s_rewrite_of_index_json_is_seen_at_once() {
     there.remove_ref("a:1").unwrap();
     assert!(here.resolve_ref("a:1").unwrap().is_none());
 }
+
+#[test]
+fn eviction_takes_the_least_recently_used_first_and_never_a_kept_one() {
+    use stowage_store::EvictOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (a, layer_a) = small_image(&store, &[b'a'; 1000]);
+    let (b, layer_b) = small_image(&store, &[b'b'; 2000]);
+    let (c, layer_c) = small_image(&store, &[b'c'; 4000]);
+    for (name, image) in [("a:1", &a), ("b:1", &b), ("c:1", &c)] {
+        store.set_ref(name, image).unwrap();
+    }
+    // Used in this order: c longest ago, then a, then b.
+    for name in ["c:1", "a:1", "b:1"] {
+        store.record_use(&[name]).unwrap();
+    }
+    let used = store.last_used().unwrap();
+    assert!(
+        used["c:1"] <= used["a:1"] && used["a:1"] <= used["b:1"],
+        "{used:?}"
+    );
+
+    // Room for about one image: c goes first, then a; b, the newest, stays.
+    let options = EvictOptions {
+        max_size: Some(3000),
+        dry_run: true,
+        ..EvictOptions::default()
+    };
+    let planned = store.evict(&options).unwrap();
+    let names: Vec<&str> = planned.evicted.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["c:1", "a:1"]);
+    assert!(planned.evicted[0].bytes_freed >= 4000);
+    assert_eq!(store.refs().unwrap().len(), 3, "a dry run removes nothing");
+
+    // Keeping c: a goes, and b; c stays though it is the oldest.
+    let options = EvictOptions {
+        max_size: Some(5000),
+        keep_names: ["c:1".to_string()].into(),
+        ..EvictOptions::default()
+    };
+    let report = store.evict(&options).unwrap();
+    let names: Vec<&str> = report.evicted.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["a:1", "b:1"]);
+    assert!(
+        report.live_bytes_after <= 5000,
+        "{}",
+        report.live_bytes_after
+    );
+    let left: Vec<String> = store.refs().unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(left, ["c:1"]);
+    assert!(!store.has(&layer_a) && !store.has(&layer_b) && store.has(&layer_c));
+    assert!(!store.last_used().unwrap().contains_key("a:1"));
+
+    // max_age 0: everything not kept is too old.
+    let options = EvictOptions {
+        max_age: Some(std::time::Duration::ZERO),
+        keep_digests: [c.digest().clone()].into(),
+        ..EvictOptions::default()
+    };
+    assert!(store.evict(&options).unwrap().evicted.is_empty());
+}

@@ -155,3 +155,11 @@ impl BlobArgs {
         }
     }
 }
+
+/// A size as people write it: `20GiB`, `500MB`, `1.5 TiB`, or plain bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("{text:?} is not a size (e.g. 20GiB, 500MB): {e}"))
+}

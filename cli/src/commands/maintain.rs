@@ -1,12 +1,12 @@
 //! Store upkeep: `verify`, `gc`, `du` and `ls`.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use indicatif::HumanBytes;
 use serde_json::json;
-use stowage::store::{parse_digest, Store, PARTIALS_OLDER_THAN};
+use stowage::store::{parse_digest, EvictOptions, Store, PARTIALS_OLDER_THAN};
 
 use super::Output;
 
@@ -29,6 +29,17 @@ pub struct GcArgs {
     /// changed for S seconds (0: every idle one).
     #[arg(long, value_name = "S", default_value_t = PARTIALS_OLDER_THAN.as_secs())]
     partials_older_than: u64,
+    /// Cache nodes: evict the least recently used images (pulled, synced, served or
+    /// loaded longest ago) until the blobs the remaining ones reach take at most SIZE
+    /// (e.g. 20GiB, 500MB).
+    #[arg(long, value_name = "SIZE", value_parser = super::args::parse_size)]
+    max_size: Option<u64>,
+    /// Evict every image not used for DURATION (e.g. 30d, 12h).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    max_age: Option<Duration>,
+    /// Never evict an image this lockfile (stowage.lock or bv.lock) pins; repeatable.
+    #[arg(long, value_name = "LOCKFILE")]
+    keep: Vec<std::path::PathBuf>,
 }
 
 pub fn verify(store: &Store, args: &VerifyArgs, out: &Output) -> anyhow::Result<ExitCode> {
@@ -86,6 +97,9 @@ pub fn verify(store: &Store, args: &VerifyArgs, out: &Output) -> anyhow::Result<
 
 pub fn gc(store: &Store, args: &GcArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let older_than = Duration::from_secs(args.partials_older_than);
+    if args.max_size.is_some() || args.max_age.is_some() {
+        return evict(store, args, older_than, out);
+    }
     let report = store.gc_with(&[], args.dry_run, older_than)?;
     let verb = if args.dry_run {
         "would remove"
@@ -107,6 +121,76 @@ pub fn gc(store: &Store, args: &GcArgs, out: &Output) -> anyhow::Result<ExitCode
         "kept": report.kept,
         "partials_removed": report.partials_removed,
         "partial_bytes_freed": report.partial_bytes_freed,
+    }));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `gc --max-size` / `--max-age`: evict least recently used images, then sweep.
+fn evict(
+    store: &Store,
+    args: &GcArgs,
+    older_than: Duration,
+    out: &Output,
+) -> anyhow::Result<ExitCode> {
+    let mut options = EvictOptions {
+        max_size: args.max_size,
+        max_age: args.max_age,
+        dry_run: args.dry_run,
+        partials_older_than: older_than,
+        ..EvictOptions::default()
+    };
+    for lockfile in &args.keep {
+        for pin in stowage::read_pins(lockfile)? {
+            options.keep_names.insert(pin.store_name());
+            options
+                .keep_digests
+                .extend([pin.digest].into_iter().chain(pin.manifest));
+        }
+    }
+    let report = store.evict(&options)?;
+    let verb = if args.dry_run {
+        "would evict"
+    } else {
+        "evicted"
+    };
+    let now = SystemTime::now();
+    for image in &report.evicted {
+        let idle = now.duration_since(image.last_used).unwrap_or_default();
+        out.line(format!(
+            "{verb} {} (last used {} ago; {} only it used)",
+            image.name,
+            humantime::format_duration(Duration::from_secs(idle.as_secs())),
+            HumanBytes(image.bytes_freed)
+        ));
+    }
+    out.line(format!(
+        "{verb} {} images: the refs now reach {} (before: {}); {} blobs, {} {}",
+        report.evicted.len(),
+        HumanBytes(report.live_bytes_after),
+        HumanBytes(report.live_bytes_before),
+        report.gc.removed.len(),
+        HumanBytes(report.gc.bytes_freed),
+        if args.dry_run {
+            "unreferenced already"
+        } else {
+            "removed"
+        },
+    ));
+    out.json(json!({
+        "dry_run": args.dry_run,
+        "evicted": report.evicted.iter().map(|e| json!({
+            "name": e.name,
+            "digest": e.digest.to_string(),
+            "last_used": e.last_used.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            "bytes_freed": e.bytes_freed,
+        })).collect::<Vec<_>>(),
+        "live_bytes_before": report.live_bytes_before,
+        "live_bytes_after": report.live_bytes_after,
+        "removed": report.gc.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "bytes_freed": report.gc.bytes_freed,
+        "kept": report.gc.kept,
+        "partials_removed": report.gc.partials_removed,
+        "partial_bytes_freed": report.gc.partial_bytes_freed,
     }));
     Ok(ExitCode::SUCCESS)
 }

@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// descriptors per connection after a reserve of 64.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: Option<u64>,
+    /// Keep the store's blobs under SIZE (e.g. 20GiB) while serving: once a minute,
+    /// evict the least recently used images if other processes filled it past that.
+    #[arg(long, value_name = "SIZE", value_parser = super::args::parse_size)]
+    max_size: Option<u64>,
 }
 
 /// Prints `serving <store> on http://ADDR` (or, with `--json`, `{"store","addr","url"}`)
@@ -77,6 +81,7 @@ pub fn serve(
             max_connections: args
                 .max_connections
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            max_size: args.max_size,
             ..ServeOptions::default()
         };
         serve_with(store.clone(), listener, shutdown, options).await?;

@@ -32,6 +32,7 @@ mod serve;
 mod serve_errors;
 mod serve_load;
 mod store_concurrency;
+mod store_eviction;
 mod store_processes;
 mod store_races;
 mod store_scale;

@@ -19,12 +19,22 @@ use crate::store::{Descriptor, Store, StoreError, StoreRef};
 /// adding a tag. Refs that are not image references are not served.
 #[derive(Debug, Default)]
 pub(super) struct Catalog {
-    repositories: BTreeMap<String, BTreeMap<String, Descriptor>>,
+    repositories: BTreeMap<String, Tags>,
+}
+
+/// A repository's tags.
+pub(super) type Tags = BTreeMap<String, Tagged>;
+
+/// What a tag serves, and the store ref it comes from (whose use a request records).
+#[derive(Debug, Clone)]
+pub(super) struct Tagged {
+    pub descriptor: Descriptor,
+    pub store_ref: String,
 }
 
 impl Catalog {
     pub(super) fn from_refs(refs: Vec<StoreRef>) -> Self {
-        let mut repositories: BTreeMap<String, BTreeMap<String, Descriptor>> = BTreeMap::new();
+        let mut repositories: BTreeMap<String, Tags> = BTreeMap::new();
         for store_ref in refs {
             let reference: Reference = match store_ref.name.parse() {
                 Ok(reference) => reference,
@@ -42,7 +52,11 @@ impl Catalog {
                 );
                 continue;
             }
-            tags.insert(tag, store_ref.descriptor);
+            let tagged = Tagged {
+                descriptor: store_ref.descriptor,
+                store_ref: store_ref.name,
+            };
+            tags.insert(tag, tagged);
         }
         Self { repositories }
     }
@@ -50,7 +64,7 @@ impl Catalog {
     /// The repository served as `name`, and its tags. A one-component name that is not
     /// a repository of its own falls back to `library/<name>`, as docker.io's names do
     /// (so `localhost:5000/alpine` finds `docker.io/library/alpine`).
-    pub(super) fn repository(&self, name: &str) -> Option<&BTreeMap<String, Descriptor>> {
+    pub(super) fn repository(&self, name: &str) -> Option<&Tags> {
         self.repositories.get(name).or_else(|| {
             (!name.contains('/'))
                 .then(|| self.repositories.get(&format!("library/{name}")))
@@ -59,7 +73,7 @@ impl Catalog {
     }
 
     /// Every served repository, sorted by name.
-    pub(super) fn repositories(&self) -> &BTreeMap<String, BTreeMap<String, Descriptor>> {
+    pub(super) fn repositories(&self) -> &BTreeMap<String, Tags> {
         &self.repositories
     }
 }

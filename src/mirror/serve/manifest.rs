@@ -73,9 +73,10 @@ fn find(state: &State, name: &str, reference: &str) -> Result<Found, ApiError> {
     let (digest, hint) = if reference.contains(':') {
         (parse_digest(reference).map_err(|_| unknown())?, None)
     } else {
-        let descriptor = tags.get(reference).ok_or_else(unknown)?;
-        let hint = descriptor.media_type().to_string();
-        (descriptor.digest().clone(), Some(hint))
+        let tagged = tags.get(reference).ok_or_else(unknown)?;
+        state.usage.used(&tagged.store_ref);
+        let hint = tagged.descriptor.media_type().to_string();
+        (tagged.descriptor.digest().clone(), Some(hint))
     };
     match state.store.stat(&digest).map_err(ApiError::internal)? {
         Some(size) if size <= MANIFEST_LIMIT => {}
