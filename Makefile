@@ -35,6 +35,7 @@ bench: setup build
 	bash benches/run.sh
 	bash benches/mirror.sh
 	bash benches/factored.sh
+	bash benches/scale.sh
 
 demo: setup build
 	bash scripts/demo.sh
