@@ -73,7 +73,9 @@ pub use crate::pull::pinned::{
     is_locally_available, pull_verified, pull_verified_v2, verify_layer_digests, LayerCheckError,
 };
 pub use crate::pull::progress::{ProgressReporter, Silent, TerminalProgress};
-pub use crate::pull::{pull, resolve_digest, PullError, PullOptions, PullReport, ResolvedDigest};
+pub use crate::pull::{
+    pull, pull_many, resolve_digest, PullError, PullOptions, PullReport, ResolvedDigest,
+};
 
 // Lockfiles: stowage.lock and bv.lock into pins; lock, sync and verify against them.
 pub use crate::lock::lockfile::{

@@ -5,6 +5,7 @@ pub mod ensure;
 pub mod expect;
 mod fetch;
 mod in_flight;
+mod many;
 pub mod pinned;
 pub mod progress;
 pub mod tagcache;
@@ -25,6 +26,8 @@ use crate::registry::{BlobOptions, Client, RegistryError};
 use crate::store::{Digest, Store, StoreError, MANIFEST_LIMIT};
 
 pub(crate) use fetch::fetch_all;
+pub use many::pull_many;
+pub(crate) use many::record_all;
 
 /// The annotation on a single-platform ref naming the index it was chosen from.
 pub const INDEX_ANNOTATION: &str = "dev.stowage.index.digest";

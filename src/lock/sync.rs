@@ -12,8 +12,7 @@ use crate::lock::pin::Pin;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
 use crate::pull::progress::ProgressReporter;
-use crate::pull::tagcache::TagCache;
-use crate::pull::{pull_unrecorded, PullError, PullOptions, Pulled};
+use crate::pull::{pull_unrecorded, record_all, PullError, PullOptions, Pulled};
 use crate::registry::Client;
 use crate::store::{Descriptor, MediaType, Store, StoreError};
 
@@ -123,34 +122,13 @@ pub async fn sync(
 }
 
 /// Records the refs of every image synced from the registry in one update of
-/// index.json (and one of the tag cache). Should the batch be refused, each ref is
-/// recorded on its own, so one image that is not whole fails alone.
+/// index.json; an image whose ref could not be recorded failed.
 fn record(store: &Store, images: &mut [SyncedImage], new_refs: Vec<Option<(String, Descriptor)>>) {
-    let batch: Vec<(String, Descriptor)> = new_refs.iter().flatten().cloned().collect();
-    let recorded = store.set_refs(&batch).map(|()| batch.clone());
-    let recorded = recorded.unwrap_or_else(|_| {
-        let mut recorded = Vec::new();
-        for (image, new_ref) in images.iter_mut().zip(&new_refs) {
-            let Some((name, root)) = new_ref else {
-                continue;
-            };
-            match store.set_ref(name, root) {
-                Ok(()) => recorded.push((name.clone(), root.clone())),
-                Err(e) => {
-                    image.status = SyncStatus::Failed;
-                    image.detail = Some(e.to_string());
-                }
-            }
+    for (image, recorded) in images.iter_mut().zip(record_all(store, &new_refs)) {
+        if let Err(e) = recorded {
+            image.status = SyncStatus::Failed;
+            image.detail = Some(e.to_string());
         }
-        recorded
-    });
-    let resolved: Vec<(String, crate::store::Digest)> = recorded
-        .into_iter()
-        .map(|(name, root)| (name, root.digest().clone()))
-        .collect();
-    if let Err(e) = TagCache::new(store).put_all(&resolved) {
-        // Only the next --ttl sync's shortcut is lost: the refs are recorded.
-        tracing::warn!("recording {} tag resolutions: {e}", resolved.len());
     }
 }
 

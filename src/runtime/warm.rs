@@ -11,7 +11,7 @@ use crate::lock::pin::Pin;
 use crate::lock::sync::sync;
 use crate::oci::reference::Reference;
 use crate::pull::progress::ProgressReporter;
-use crate::pull::{pull, PullOptions};
+use crate::pull::{pull_many, PullOptions};
 use crate::registry::Client;
 use crate::store::{Digest, Store, StoreError};
 
@@ -82,25 +82,26 @@ pub async fn sync_targets(
         .collect()
 }
 
-/// Pulls each of `references` into the store (one after another, sharing the
-/// client); offline, a name the store holds as it is needs no pull.
+/// Pulls each of `references` into the store, together ([`pull_many`]: their refs
+/// recorded in one update); offline, a name the store holds as it is needs no pull.
 pub async fn pull_targets(
     client: Arc<Client>,
     store: &Store,
     references: &[String],
     options: &PullOptions,
-    progress: impl Fn() -> Arc<dyn ProgressReporter>,
+    progress: Arc<dyn ProgressReporter>,
 ) -> Result<Vec<WarmTarget>, StoreError> {
-    let mut targets = Vec::new();
+    let mut targets: Vec<WarmTarget> = Vec::with_capacity(references.len());
+    let mut to_pull = Vec::new();
     for reference in references {
         let store_ref = if options.offline && store.resolve_ref(reference)?.is_some() {
             Ok(reference.clone())
         } else {
             match reference.parse::<Reference>() {
-                Ok(parsed) => pull(client.clone(), store, &parsed, options, progress())
-                    .await
-                    .map(|report| report.reference)
-                    .map_err(|e| e.to_string()),
+                Ok(parsed) => {
+                    to_pull.push((targets.len(), parsed));
+                    Err(String::new()) // filled in below
+                }
                 Err(e) => Err(e.to_string()),
             }
         };
@@ -109,6 +110,11 @@ pub async fn pull_targets(
             store_ref,
             pinned: None,
         });
+    }
+    let parsed: Vec<Reference> = to_pull.iter().map(|(_, r)| r.clone()).collect();
+    let pulled = pull_many(client, store, &parsed, options, progress).await?;
+    for ((i, _), result) in to_pull.into_iter().zip(pulled) {
+        targets[i].store_ref = result.map(|r| r.reference).map_err(|e| e.to_string());
     }
     Ok(targets)
 }

@@ -8,7 +8,8 @@ use clap::Args;
 use serde_json::json;
 use stowage::store::Store;
 use stowage::{
-    copy as copy_image, pull, ClientConfig, CopyReport, PullOptions, PushOptions, Reference,
+    copy as copy_image, pull, pull_many, ClientConfig, CopyReport, PullOptions, PushOptions,
+    Reference,
 };
 
 use super::args::{BlobArgs, RegistryArgs};
@@ -126,14 +127,49 @@ pub fn mirror(
 ) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.list)
         .with_context(|| format!("reading {}", args.list.display()))?;
-    let mut reports = Vec::new();
-    for line in text.lines() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim())
+        .filter(|line| !line.is_empty())
+        .collect();
+    // Every source the store lacks is pulled first, together (its refs recorded in
+    // one update of index.json however long the list), then each image is pushed.
+    let mut names: Vec<Option<String>> = Vec::with_capacity(lines.len());
+    let mut missing: Vec<(usize, Reference)> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if store.resolve_ref(line)?.is_some() {
+            names.push(Some(line.to_string()));
+        } else {
+            let reference: Reference = line.parse().with_context(|| {
+                format!("{line} is neither an image in the store nor a reference")
+            })?;
+            missing.push((i, reference));
+            names.push(None);
         }
+    }
+    if !missing.is_empty() {
+        let hosts: Vec<&str> = missing.iter().map(|(_, r)| r.registry.as_str()).collect();
+        let client = args.push.registry.client(&hosts)?;
+        let references: Vec<Reference> = missing.iter().map(|(_, r)| r.clone()).collect();
+        let options = PullOptions {
+            blobs: args.push.blobs.options(),
+            ..PullOptions::default()
+        };
+        let pulled = tokio.block_on(pull_many(
+            client,
+            store,
+            &references,
+            &options,
+            progress_for(out),
+        ))?;
+        for ((i, _), result) in missing.into_iter().zip(pulled) {
+            names[i] = Some(result?.reference);
+        }
+    }
+    let mut reports = Vec::new();
+    for (line, name) in lines.iter().zip(names) {
+        let name = name.expect("every source is in the store");
         let target = line.parse::<Reference>()?.mirrored_to(&args.to);
-        let name = ensure_local(tokio, store, line, &args.push, out)?;
         let (config, options) = args.push.options(&target)?;
         let report = tokio.block_on(copy_image(store, &name, &target, &config, &options))?;
         print(&report, out);

@@ -219,7 +219,7 @@ fn targets(
         store,
         &args.references,
         &options,
-        || progress_for(out),
+        progress_for(out),
     ))?)
 }
 
