@@ -4,6 +4,7 @@
 
 use crate::support::fixtures::{put_image, put_layer, Compression, Entry, Image};
 use crate::support::pulling::*;
+use crate::support::serving::{curl, ServeSetup, Served};
 
 fn image(env: &Env, name: &str, len: usize, seed: u64) -> Image {
     let layer = put_layer(
@@ -91,4 +92,39 @@ fn the_least_recently_used_images_go_first_and_pinned_ones_stay() {
         "{}",
         stderr(&refused)
     );
+}
+
+#[test]
+fn serve_with_max_size_evicts_until_the_store_fits_and_serves_the_rest() {
+    let env = Env::new();
+    let old = image(&env, "old.bin", 2 * MIB, 11);
+    let new = image(&env, "new.bin", 2 * MIB, 12);
+    env.push(&old.descriptor, "evict/old:1");
+    env.push(&new.descriptor, "evict/new:1");
+    env.pull(&[&env.via_proxy("evict/old:1")]);
+    env.pull(&[&env.via_proxy("evict/new:1")]);
+    // Room for one: serve checks at start, then once a minute.
+    let mut served = Served::start_with(
+        &env.store(),
+        &ServeSetup {
+            args: &["--max-size", "3MiB"],
+            ..ServeSetup::default()
+        },
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while blob_present(&env.store(), old.layers[0].descriptor.digest()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve --max-size evicted nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let listed = env.json(&["ls"]).to_string();
+    assert!(
+        !listed.contains("evict/old:1") && listed.contains("evict/new:1"),
+        "{listed}"
+    );
+    let reply = curl(&[&served.url("/v2/evict/new/manifests/1")]);
+    assert_eq!(reply.status, 200);
+    served.stop();
 }
