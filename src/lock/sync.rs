@@ -90,29 +90,40 @@ pub async fn sync(
 ) -> SyncReport {
     // Held until the refs are recorded: the images fetched are referenced by no ref
     // until then, and gc must not take their blobs.
-    let lease = store.lease();
+    let lease = match store.lease() {
+        Ok(lease) => lease,
+        Err(e) => {
+            let images = pins
+                .iter()
+                .map(|pin| SyncedImage {
+                    name: pin.name.clone(),
+                    reference: pin.reference.clone(),
+                    status: SyncStatus::Failed,
+                    bytes_fetched: 0,
+                    detail: Some(e.to_string()),
+                })
+                .collect();
+            return SyncReport {
+                images,
+                bytes_fetched: 0,
+            };
+        }
+    };
     let results: Vec<(SyncedImage, Option<(String, Descriptor)>)> = stream::iter(pins)
         .map(|pin| sync_entry(client.clone(), store, pin, base, progress.clone()))
         .buffered(client.concurrency())
         .collect()
         .await;
     let (mut images, new_refs): (Vec<SyncedImage>, Vec<_>) = results.into_iter().unzip();
-    if let Err(e) = &lease {
-        for image in images.iter_mut().filter(|i| i.status.is_whole()) {
-            image.status = SyncStatus::Failed;
-            image.detail = Some(e.to_string());
-        }
-    } else {
-        record(store, &mut images, new_refs);
-        let used: Vec<String> = pins
-            .iter()
-            .zip(&images)
-            .filter(|(_, image)| image.status.is_whole())
-            .map(|(pin, _)| pin.store_name())
-            .collect();
-        if let Err(e) = store.record_use(&used) {
-            tracing::warn!("recording the use of {} images: {e}", used.len());
-        }
+    record(store, &mut images, new_refs);
+    let used: Vec<String> = pins
+        .iter()
+        .zip(&images)
+        .filter(|(_, image)| image.status.is_whole())
+        .map(|(pin, _)| pin.store_name())
+        .collect();
+    if let Err(e) = store.record_use(&used) {
+        tracing::warn!("recording the use of {} images: {e}", used.len());
     }
     drop(lease);
     SyncReport {
