@@ -16,6 +16,7 @@
 
 mod prefix_hash;
 mod ranges;
+mod sidecar;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -25,11 +26,11 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use oci_spec::image::Digest;
-use serde::{Deserialize, Serialize};
 
 pub use ranges::RangeSet;
 
 use prefix_hash::PrefixHash;
+use sidecar::{boot_id, read_sidecar, Sidecar};
 
 use crate::atomic::write_replace;
 use crate::digest::{Hasher, READ_CHUNK};
@@ -60,24 +61,6 @@ const FLUSH_EVERY: u64 = 8 << 20;
 pub struct Committed {
     pub digest: Digest,
     pub size: u64,
-}
-
-/// The on-disk record of an ingest in flight.
-#[derive(Debug, Serialize, Deserialize)]
-struct Sidecar {
-    digest: String,
-    size: u64,
-    /// Set (and synced) before the first write that leaves a hole; from then on only
-    /// `ranges` is trusted, not the file's length.
-    positional: bool,
-    /// Ranges synced to disk: trusted after any crash.
-    ranges: RangeSet,
-    /// Ranges written (maybe not synced) during the boot `boot_id` names: trusted only
-    /// while the machine has not restarted since.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    written: Option<RangeSet>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    boot_id: Option<String>,
 }
 
 struct State {
@@ -519,45 +502,6 @@ fn start_writeback(file: &File) {
     let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
     if rc != 0 {
         tracing::trace!("sync_file_range: {}", io::Error::last_os_error());
-    }
-}
-
-/// This boot of the machine (Linux's random boot id), if the kernel says.
-fn boot_id() -> Option<&'static str> {
-    static BOOT_ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    BOOT_ID
-        .get_or_init(|| {
-            fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .ok()
-                .map(|id| id.trim().to_string())
-                .filter(|id| !id.is_empty())
-        })
-        .as_deref()
-}
-
-fn read_sidecar(path: &Path) -> Result<Option<Sidecar>, StoreError> {
-    match fs::read(path) {
-        Ok(bytes) => match serde_json::from_slice::<Sidecar>(&bytes) {
-            Ok(sidecar)
-                if sidecar.ranges.is_valid(sidecar.size)
-                    && sidecar
-                        .written
-                        .as_ref()
-                        .is_none_or(|w| w.is_valid(sidecar.size)) =>
-            {
-                Ok(Some(sidecar))
-            }
-            Ok(_) => {
-                tracing::warn!(path = %path.display(), "ignoring an ingest record with impossible ranges");
-                Ok(None)
-            }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "ignoring a malformed ingest record: {e}");
-                Ok(None)
-            }
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).at(path),
     }
 }
 
