@@ -18,7 +18,24 @@
       (same repository sequence for each); 50 untimed warm-up requests first. Each
       answer must be 200 with the pushed manifest's digest. Prints one line per
       server: NAME p50_ms p99_ms mean_ms.
+
+  scale_fixture.py store DIR BLOBS
+      Write a stowage store (an OCI image layout, as stowage lays one out) straight
+      to DIR, which must not exist or be empty: about 1% of BLOBS unreferenced
+      blobs, and the rest as images of three blobs each, every one its own (a layer
+      of a few hundred distinct bytes, media type ...layer.v1.tar but not a real
+      tar; a config whose rootfs.diff_ids names that layer; an OCI manifest), tagged
+      bench.example/scale/rNNNNN:1 in index.json. Blobs are written 0444, without
+      fsync. Prints a JSON summary (images, blobs, unreferenced, bytes, one layer's
+      digest to corrupt, seconds).
+
+  scale_fixture.py check WHAT SUMMARY OUTPUT
+      Whether OUTPUT, the --json answer of `stowage WHAT` (ls, du, gc, verify, or
+      corrupt: verify after that one layer blob had a byte flipped) on a store
+      `store` built, says what SUMMARY (the store's printed summary) implies. Prints
+      what is wrong and exits 1, or prints nothing.
 """
+import os
 import gzip
 import hashlib
 import http.client
@@ -199,11 +216,133 @@ def get(count, seed, n, distinct, servers):
         print(f"{name} {pct(t, 50):.3f} {pct(t, 99):.3f} {sum(t) / len(t):.3f}")
 
 
+STORE_REF_FMT = "bench.example/scale/r{:05d}:1"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def store_layer(i):
+    """A few hundred bytes of layer content of image i (distinct per image)."""
+    line = f"stowage scale store fixture, image {i:07d}\n".encode()
+    return line * (320 // len(line))
+
+
+def store(root, blobs):
+    t0 = time.monotonic()
+    unreferenced = max(1, blobs // 100)
+    images = (blobs - unreferenced) // 3
+    if images < 1:
+        die(f"store: {blobs} blobs is too few (at least 4: one image and one unreferenced blob)")
+    unreferenced = blobs - 3 * images
+    if os.path.exists(root) and os.listdir(root):
+        die(f"store: {root} exists and is not empty")
+    bdir = os.path.join(root, "blobs", "sha256")
+    for d in (bdir, os.path.join(root, "ingest"), os.path.join(root, "stowage")):
+        os.makedirs(d, exist_ok=True)
+    with open(os.path.join(root, "oci-layout"), "w") as f:
+        f.write('{"imageLayoutVersion":"1.0.0"}')
+    os.umask(0o022)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    total = 0
+
+    def put(b):
+        nonlocal total
+        h = hashlib.sha256(b).hexdigest()
+        fd = os.open(os.path.join(bdir, h), flags, 0o444)
+        try:
+            os.write(fd, b)
+        finally:
+            os.close(fd)
+        total += len(b)
+        return {"digest": "sha256:" + h, "size": len(b)}
+
+    arch = goarch()
+    entries = []
+    victim = None
+    for i in range(images):
+        layer = put(store_layer(i))
+        config = put(json.dumps({
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Cmd": ["/bin/true"], "Labels": {"scale.image": str(i)}},
+            "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]},
+            "history": [{"created_by": "benches/scale_fixture.py store"}],
+        }, sort_keys=True, separators=(",", ":")).encode())
+        manifest = put(json.dumps({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **layer}],
+        }, sort_keys=True, separators=(",", ":")).encode())
+        entries.append({"mediaType": OCI_MANIFEST, **manifest,
+                        "annotations": {"org.opencontainers.image.ref.name": STORE_REF_FMT.format(i)}})
+        if i == images // 2:
+            victim = layer["digest"]
+    for j in range(unreferenced):
+        put(f"stowage scale store fixture: unreferenced blob {j:07d}\n".encode() * 8)
+    index = os.path.join(root, "index.json")
+    with open(index + ".tmp", "w") as f:
+        json.dump({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}, f, indent=2)
+    os.rename(index + ".tmp", index)
+    print(json.dumps({"images": images, "blobs": 3 * images + unreferenced,
+                      "unreferenced": unreferenced, "bytes": total, "layer": victim,
+                      "seconds": round(time.monotonic() - t0, 2)}))
+
+
+def check(what, summary_file, output_file):
+    with open(summary_file) as f:
+        want = json.load(f)
+    try:
+        with open(output_file) as f:
+            got = json.load(f)
+    except (OSError, ValueError) as e:
+        die(f"check {what}: no JSON answer ({e})")
+    images, blobs, unref = want["images"], want["blobs"], want["unreferenced"]
+    problems = []
+
+    def expect(what_, actual, expected):
+        if actual != expected:
+            problems.append(f"{what_} {actual!r}, expected {expected!r}")
+
+    if what == "ls":
+        names = {r.get("name") for r in got}
+        expect("refs listed", len(got), images)
+        expect("distinct names", len(names), images)
+        for i in (0, images - 1):
+            if STORE_REF_FMT.format(i) not in names:
+                problems.append(f"{STORE_REF_FMT.format(i)} not listed")
+    elif what == "du":
+        expect("refs", got.get("refs"), images)
+        expect("blobs", got.get("blobs"), blobs)
+        expect("blob_bytes", got.get("blob_bytes"), want["bytes"])
+    elif what == "gc":
+        expect("dry_run", got.get("dry_run"), True)
+        expect("blobs it would remove", len(got.get("removed", [])), unref)
+        expect("kept", got.get("kept"), blobs - unref)
+    elif what == "verify":
+        expect("checked", got.get("checked"), blobs)
+        expect("bytes", got.get("bytes"), want["bytes"])
+        expect("corrupt", got.get("corrupt"), [])
+        expect("missing", got.get("missing"), [])
+    elif what == "corrupt":
+        expect("checked", got.get("checked"), blobs)
+        expect("corrupt digests", [c.get("digest") for c in got.get("corrupt", [])], [want["layer"]])
+        expect("missing digests", [m.get("digest") for m in got.get("missing", [])], [want["layer"]])
+    else:
+        die(f"check: what is {what}?")
+    if problems:
+        print(f"`{what}`: " + "; ".join(problems))
+        sys.exit(1)
+
+
 def main(argv):
     distinct = "distinct" in argv
     argv = [a for a in argv if a != "distinct"]
     if len(argv) == 3 and argv[0] == "push":
         push(argv[1], int(argv[2]), distinct)
+    elif len(argv) == 3 and argv[0] == "store":
+        store(argv[1], int(argv[2]))
+    elif len(argv) == 4 and argv[0] == "check":
+        check(argv[1], argv[2], argv[3])
     elif len(argv) >= 5 and argv[0] == "get":
         servers = [tuple(s.split("=", 1)) for s in argv[4:]]
         get(int(argv[1]), int(argv[2]), int(argv[3]), distinct, servers)
