@@ -1,14 +1,13 @@
 //! Garbage collection and disk usage: keep what refs (and extra roots such as a
 //! lockfile's images) reach, sweep the rest, and partial ingests nobody is writing.
 
-use std::collections::HashSet;
 use std::fs;
 use std::time::Duration;
 
 use oci_spec::image::{Descriptor, Digest};
 
 use crate::error::{IoContext, StoreError};
-use crate::graph::reach;
+use crate::graph::live_digests;
 use crate::lock::FileLock;
 use crate::partials;
 use crate::Store;
@@ -70,19 +69,22 @@ impl Store {
         dry_run: bool,
         partials_older_than: Duration,
     ) -> Result<GcReport, StoreError> {
-        let mut roots: Vec<(String, Descriptor)> = self
-            .index_entries()?
-            .into_iter()
-            .map(|d| ("index.json".to_string(), d))
-            .collect();
-        roots.extend(
-            extra_roots
-                .iter()
-                .map(|d| ("extra root".to_string(), d.clone())),
-        );
-        let live: HashSet<Digest> = reach(self, roots)?.live.into_keys().collect();
+        let index = self.read_index()?;
+        let roots = index
+            .index
+            .manifests()
+            .iter()
+            .map(|d| ("index.json".to_string(), d.clone()))
+            .chain(
+                extra_roots
+                    .iter()
+                    .map(|d| ("extra root".to_string(), d.clone())),
+            );
+        let live = live_digests(self, roots)?;
+        drop(index);
         let mut report = GcReport::default();
-        for (digest, path, size) in self.stored_blobs()? {
+        for blob in self.blobs()? {
+            let (digest, path, size) = blob?;
             if live.contains(&digest) {
                 report.kept += 1;
                 continue;
@@ -102,10 +104,11 @@ impl Store {
     /// Counts refs, blobs and partial ingests.
     pub fn usage(&self) -> Result<Usage, StoreError> {
         let mut usage = Usage {
-            refs: self.refs()?.len(),
+            refs: self.read_index()?.by_name.len(),
             ..Usage::default()
         };
-        for (_, _, size) in self.stored_blobs()? {
+        for blob in self.blobs()? {
+            let (_, _, size) = blob?;
             usage.blobs += 1;
             usage.blob_bytes += size;
         }

@@ -1,7 +1,7 @@
 //! The image graph: which blobs an index or a manifest points at. Used to mark what
 //! refs keep alive (gc) and to find what an image lacks (verify).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use oci_spec::image::{Descriptor, Digest};
 use serde::Deserialize;
@@ -78,25 +78,76 @@ pub struct Reach {
 /// The one walk of the image graph (gc's marking, verify's completeness check, an
 /// export's or import's closure): from named roots through indexes and manifests,
 /// children in the order their document lists them. A stored manifest that cannot be
-/// read or parsed is an error: callers must not act on a partial picture.
-pub fn reach(store: &Store, roots: Vec<(String, Descriptor)>) -> Result<Reach, StoreError> {
-    let mut reach = Reach::default();
+/// read or parsed is an error: callers must not act on a partial picture. Roots are
+/// taken one at a time, so a walk from every ref holds one root's copy, not all.
+pub fn reach(
+    store: &Store,
+    roots: impl IntoIterator<Item = (String, Descriptor)>,
+) -> Result<Reach, StoreError> {
+    let mut live = HashMap::new();
+    let walked = walk(store, roots, |descriptor| {
+        live.insert(descriptor.digest().clone(), descriptor.clone());
+    })?;
+    Ok(Reach {
+        live,
+        missing: walked.missing,
+        wrong_size: walked.wrong_size,
+    })
+}
+
+/// The digests of every stored blob the roots reach, and nothing else: what gc keeps,
+/// at a digest per blob rather than a descriptor.
+pub(crate) fn live_digests(
+    store: &Store,
+    roots: impl IntoIterator<Item = (String, Descriptor)>,
+) -> Result<HashSet<Digest>, StoreError> {
+    Ok(walk(store, roots, |_| {})?.seen)
+}
+
+/// The blobs the roots need that the store lacks (what verify and `set_ref` ask),
+/// holding a digest per blob reached and no descriptor.
+pub(crate) fn missing(
+    store: &Store,
+    roots: impl IntoIterator<Item = (String, Descriptor)>,
+) -> Result<Vec<MissingBlob>, StoreError> {
+    Ok(walk(store, roots, |_| {})?.missing)
+}
+
+/// What [`walk`] found besides what it handed to its visitor.
+struct Walked {
+    /// The stored blobs reached.
+    seen: HashSet<Digest>,
+    missing: Vec<MissingBlob>,
+    wrong_size: Vec<WrongSize>,
+}
+
+/// Walks the graph, calling `visit` once for each stored blob reached.
+fn walk(
+    store: &Store,
+    roots: impl IntoIterator<Item = (String, Descriptor)>,
+    mut visit: impl FnMut(&Descriptor),
+) -> Result<Walked, StoreError> {
+    let mut walked = Walked {
+        seen: HashSet::new(),
+        missing: Vec::new(),
+        wrong_size: Vec::new(),
+    };
     for (root, descriptor) in roots {
         let mut stack = vec![descriptor];
         while let Some(descriptor) = stack.pop() {
-            let digest = descriptor.digest().clone();
-            if reach.live.contains_key(&digest) {
+            let digest = descriptor.digest();
+            if walked.seen.contains(digest) {
                 continue;
             }
-            let Some(size) = store.stat(&digest)? else {
-                reach.missing.push(MissingBlob {
-                    digest,
+            let Some(size) = store.stat(digest)? else {
+                walked.missing.push(MissingBlob {
+                    digest: digest.clone(),
                     referenced_by: root.clone(),
                 });
                 continue;
             };
             if size != descriptor.size() {
-                reach.wrong_size.push(WrongSize {
+                walked.wrong_size.push(WrongSize {
                     digest: digest.clone(),
                     referenced_by: root.clone(),
                     expected: descriptor.size(),
@@ -104,7 +155,7 @@ pub fn reach(store: &Store, roots: Vec<(String, Descriptor)>) -> Result<Reach, S
                 });
             }
             if is_graph_type(descriptor.media_type().as_ref()) {
-                let bytes = store.read_blob(&digest, MANIFEST_LIMIT)?;
+                let bytes = store.read_blob(digest, MANIFEST_LIMIT)?;
                 let kids = children(&bytes).map_err(|e| StoreError::Corrupt {
                     digest: digest.clone(),
                     detail: format!("not a valid manifest or index: {e}"),
@@ -112,8 +163,9 @@ pub fn reach(store: &Store, roots: Vec<(String, Descriptor)>) -> Result<Reach, S
                 // Reversed, so the walk visits children in the document's order.
                 stack.extend(kids.into_iter().rev());
             }
-            reach.live.insert(digest, descriptor);
+            visit(&descriptor);
+            walked.seen.insert(digest.clone());
         }
     }
-    Ok(reach)
+    Ok(walked)
 }

@@ -227,8 +227,8 @@ impl Store {
     /// The blobs `descriptor` needs that the store lacks (children of a missing
     /// manifest cannot be known and are not listed).
     pub fn missing(&self, descriptor: &Descriptor) -> Result<Vec<Digest>, StoreError> {
-        let reach = graph::reach(self, vec![("check".into(), descriptor.clone())])?;
-        Ok(reach.missing.into_iter().map(|m| m.digest).collect())
+        let missing = graph::missing(self, [("check".to_string(), descriptor.clone())])?;
+        Ok(missing.into_iter().map(|m| m.digest).collect())
     }
 
     /// Makes every rename into `blobs/` durable (one fsync per algorithm folder).
@@ -339,30 +339,53 @@ impl Store {
     /// Every blob under `blobs/` whose name is a digest, with its path and size.
     /// Files with other names (a tool's leftovers) are skipped.
     pub fn stored_blobs(&self) -> Result<Vec<(Digest, PathBuf, u64)>, StoreError> {
-        let mut blobs = Vec::new();
+        self.blobs()?.collect()
+    }
+
+    /// [`Self::stored_blobs`] one at a time, read from the directories as it goes:
+    /// what a sweep or a count over 100 000 blobs holds is one entry, not a list.
+    pub fn blobs(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<(Digest, PathBuf, u64), StoreError>> + Send, StoreError>
+    {
         let root = self.layout.blobs();
+        let mut folders = Vec::new();
         for algorithm in fs::read_dir(&root).at(&root)? {
-            let algorithm = algorithm.at(&root)?;
-            let dir = algorithm.path();
-            if !dir.is_dir() {
-                continue;
-            }
-            for entry in fs::read_dir(&dir).at(&dir)? {
-                let entry = entry.at(&dir)?;
-                let name = format!(
-                    "{}:{}",
-                    algorithm.file_name().to_string_lossy(),
-                    entry.file_name().to_string_lossy()
-                );
-                match parse_digest(&name) {
-                    Ok(digest) => {
-                        let size = entry.metadata().at(&entry.path())?.len();
-                        blobs.push((digest, entry.path(), size));
-                    }
-                    Err(_) => tracing::debug!(path = %entry.path().display(), "not a blob"),
-                }
+            let dir = algorithm.at(&root)?.path();
+            if dir.is_dir() {
+                folders.push(dir);
             }
         }
-        Ok(blobs)
+        Ok(folders.into_iter().flat_map(|dir| {
+            let algorithm = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let entries: Box<
+                dyn Iterator<Item = Result<(Digest, PathBuf, u64), StoreError>> + Send,
+            > = match fs::read_dir(&dir) {
+                Ok(entries) => Box::new(entries.filter_map(move |entry| {
+                    let entry = match entry.at(&dir) {
+                        Ok(entry) => entry,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    let name = format!("{algorithm}:{}", entry.file_name().to_string_lossy());
+                    match parse_digest(&name) {
+                        Ok(digest) => Some(
+                            entry
+                                .metadata()
+                                .at(&entry.path())
+                                .map(|meta| (digest, entry.path(), meta.len())),
+                        ),
+                        Err(_) => {
+                            tracing::debug!(path = %entry.path().display(), "not a blob");
+                            None
+                        }
+                    }
+                })),
+                Err(e) => Box::new(std::iter::once(Err(e).at(&dir))),
+            };
+            entries
+        }))
     }
 }

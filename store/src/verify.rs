@@ -3,13 +3,15 @@
 
 use std::fs;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use oci_spec::image::Digest;
 use rayon::prelude::*;
 
 use crate::digest::hash_file;
 use crate::error::{IoContext, StoreError};
-use crate::graph::{reach, MissingBlob};
+use crate::graph::{self, MissingBlob};
+use crate::index_file::ref_name;
 use crate::Store;
 
 /// A stored blob whose content no longer matches its name.
@@ -44,12 +46,13 @@ impl Store {
     /// any blob it needs that is gone is reported as missing.
     pub fn verify(&self, only: Option<&[Digest]>) -> Result<VerifyReport, StoreError> {
         let mut report = VerifyReport::default();
-        let targets: Vec<(Digest, PathBuf)> = match only {
+        type Target = Result<(Digest, PathBuf), StoreError>;
+        let targets: Box<dyn Iterator<Item = Target> + Send> = match only {
             Some(digests) => {
                 let mut present = Vec::new();
                 for digest in digests {
                     if self.has(digest) {
-                        present.push((digest.clone(), self.blob_path(digest)));
+                        present.push(Ok((digest.clone(), self.blob_path(digest))));
                     } else {
                         report.missing.push(MissingBlob {
                             digest: digest.clone(),
@@ -57,42 +60,48 @@ impl Store {
                         });
                     }
                 }
-                present
+                Box::new(present.into_iter())
             }
-            None => self
-                .stored_blobs()?
-                .into_iter()
-                .map(|(d, p, _)| (d, p))
-                .collect(),
+            None => Box::new(self.blobs()?.map(|blob| blob.map(|(d, p, _)| (d, p)))),
         };
-        let hashed: Vec<Result<(Digest, PathBuf, Digest, u64), StoreError>> = targets
-            .into_par_iter()
-            .map(|(digest, path)| {
-                let (actual, size) = hash_file(&path, &digest)?;
-                Ok((digest, path, actual, size))
+        // Only what is wrong is kept: a verify of 100 000 good blobs holds two counters.
+        let checked = AtomicU64::new(0);
+        let bytes = AtomicU64::new(0);
+        let wrong: Vec<Result<(Digest, PathBuf, Digest, u64), StoreError>> = targets
+            .par_bridge()
+            .filter_map(|target| {
+                let hashed = target.and_then(|(digest, path)| {
+                    let (actual, size) = hash_file(&path, &digest)?;
+                    checked.fetch_add(1, Ordering::Relaxed);
+                    bytes.fetch_add(size, Ordering::Relaxed);
+                    Ok((digest, path, actual, size))
+                });
+                match hashed {
+                    Ok((digest, _, actual, _)) if actual == digest => None,
+                    other => Some(other),
+                }
             })
             .collect();
-        for result in hashed {
+        report.checked = checked.into_inner() as usize;
+        report.bytes = bytes.into_inner();
+        for result in wrong {
             let (digest, path, actual, size) = result?;
-            report.checked += 1;
-            report.bytes += size;
-            if actual != digest {
-                let quarantined_to = self.quarantine(&digest, &path)?;
-                tracing::warn!(%digest, %actual, "corrupt blob quarantined");
-                report.corrupt.push(CorruptBlob {
-                    digest,
-                    actual,
-                    size,
-                    quarantined_to,
-                });
-            }
+            let quarantined_to = self.quarantine(&digest, &path)?;
+            tracing::warn!(%digest, %actual, "corrupt blob quarantined");
+            report.corrupt.push(CorruptBlob {
+                digest,
+                actual,
+                size,
+                quarantined_to,
+            });
         }
-        let roots = self
-            .refs()?
-            .into_iter()
-            .map(|r| (r.name, r.descriptor))
-            .collect();
-        report.missing.extend(reach(self, roots)?.missing);
+        let index = self.read_index()?;
+        let roots = index
+            .index
+            .manifests()
+            .iter()
+            .filter_map(|d| ref_name(d).map(|name| (name.to_string(), d.clone())));
+        report.missing.extend(graph::missing(self, roots)?);
         Ok(report)
     }
 

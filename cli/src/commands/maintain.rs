@@ -1,5 +1,6 @@
 //! Store upkeep: `verify`, `gc`, `du` and `ls`.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -216,19 +217,34 @@ pub fn du(store: &Store, out: &Output) -> anyhow::Result<ExitCode> {
 }
 
 pub fn ls(store: &Store, out: &Output) -> anyhow::Result<ExitCode> {
-    let refs = store.refs()?;
-    for r in &refs {
-        out.line(format!("{}\t{}", r.name, r.descriptor.digest()));
+    if !out.wants_json() {
+        store.for_each_ref(|name, descriptor| {
+            out.line(format!("{name}\t{}", descriptor.digest()))
+        })?;
+        return Ok(ExitCode::SUCCESS);
     }
-    out.json(json!(refs
-        .iter()
-        .map(|r| json!({
-            "name": r.name,
-            "digest": r.descriptor.digest().to_string(),
-            "media_type": r.descriptor.media_type().to_string(),
-            "size": r.descriptor.size(),
-        }))
-        .collect::<Vec<_>>()));
+    // Streamed, entry by entry: a store of 100 000 refs is not built up as a document.
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut first = true;
+    let mut written = Ok(());
+    write!(stdout, "[")?;
+    store.for_each_ref(|name, descriptor| {
+        if written.is_err() {
+            return;
+        }
+        let entry = json!({
+            "name": name,
+            "digest": descriptor.digest().to_string(),
+            "media_type": descriptor.media_type().to_string(),
+            "size": descriptor.size(),
+        });
+        let separator = if first { "" } else { "," };
+        first = false;
+        written = write!(stdout, "{separator}{entry}");
+    })?;
+    written?;
+    writeln!(stdout, "]")?;
+    stdout.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

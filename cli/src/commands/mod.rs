@@ -151,6 +151,11 @@ impl Output {
         !self.json && !self.quiet
     }
 
+    /// Whether the output is one JSON document (`--json`).
+    pub fn wants_json(&self) -> bool {
+        self.json
+    }
+
     /// The JSON summary (only with `--json`).
     pub fn json(&self, value: serde_json::Value) {
         if self.json {
