@@ -5,14 +5,13 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{parse_digest, write_replace, Digest, FileLock, Store, StoreError};
+use crate::store::{parse_digest, write_replace, Digest, FileLock, FileStamp, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
@@ -30,27 +29,7 @@ type Entries = BTreeMap<String, Entry>;
 
 /// The last version of each `tags.json` this process read or wrote, with the file's
 /// identity, so a sync of 10 000 tags parses the file once, not once per tag.
-static PARSED: Mutex<Option<(PathBuf, Stamp, Arc<Entries>)>> = Mutex::new(None);
-
-/// What identifies one version of the file (it is only ever replaced by rename).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: (i64, i64),
-}
-
-impl Stamp {
-    fn of(meta: &std::fs::Metadata) -> Self {
-        Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-        }
-    }
-}
+static PARSED: Mutex<Option<(PathBuf, FileStamp, Arc<Entries>)>> = Mutex::new(None);
 
 impl TagCache {
     pub fn new(store: &Store) -> Self {
@@ -95,7 +74,7 @@ impl TagCache {
         let path = self.path();
         write_replace(&path, &json)?;
         if let Ok(meta) = std::fs::metadata(&path) {
-            *parsed() = Some((path, Stamp::of(&meta), Arc::new(entries)));
+            *parsed() = Some((path, FileStamp::of(&meta), Arc::new(entries)));
         }
         Ok(())
     }
@@ -110,7 +89,7 @@ impl TagCache {
         let Ok(mut file) = File::open(&path) else {
             return Arc::default();
         };
-        let Ok(stamp) = file.metadata().map(|m| Stamp::of(&m)) else {
+        let Ok(stamp) = file.metadata().map(|m| FileStamp::of(&m)) else {
             return Arc::default();
         };
         if let Some((seen_path, seen, entries)) = parsed().as_ref() {
@@ -130,7 +109,7 @@ impl TagCache {
     }
 }
 
-fn parsed() -> std::sync::MutexGuard<'static, Option<(PathBuf, Stamp, Arc<Entries>)>> {
+fn parsed() -> std::sync::MutexGuard<'static, Option<(PathBuf, FileStamp, Arc<Entries>)>> {
     PARSED.lock().unwrap_or_else(|p| p.into_inner())
 }
 

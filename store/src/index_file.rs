@@ -32,9 +32,11 @@ pub(crate) fn ref_name(descriptor: &Descriptor) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// What identifies one version of the file.
+/// What identifies one version of a file that is only ever replaced by rename
+/// (`index.json`, the tag cache): device, inode, size, mtime and ctime. Taken from the
+/// open file the bytes are read from, it tells a cached parse from a stale one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub struct FileStamp {
     dev: u64,
     ino: u64,
     len: u64,
@@ -42,8 +44,8 @@ struct Stamp {
     ctime: (i64, i64),
 }
 
-impl Stamp {
-    fn of(meta: &std::fs::Metadata) -> Self {
+impl FileStamp {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
         Self {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -83,7 +85,7 @@ impl ParsedIndex {
 /// [`crate::Store`].
 #[derive(Debug, Default)]
 pub(crate) struct IndexCache {
-    last: Mutex<Option<(Stamp, Arc<ParsedIndex>)>>,
+    last: Mutex<Option<(FileStamp, Arc<ParsedIndex>)>>,
 }
 
 impl IndexCache {
@@ -96,7 +98,7 @@ impl IndexCache {
             }
             Err(e) => return Err(e).at(path),
         };
-        let stamp = Stamp::of(&file.metadata().at(path)?);
+        let stamp = FileStamp::of(&file.metadata().at(path)?);
         if let Some((seen, parsed)) = self.lock().as_ref() {
             if *seen == stamp {
                 return Ok(parsed.clone());
@@ -118,12 +120,12 @@ impl IndexCache {
     /// Records the version this process has just written (under the refs lock, so
     /// the file at `path` is the one written).
     pub fn wrote(&self, path: &Path, index: ImageIndex) -> Result<(), StoreError> {
-        let stamp = Stamp::of(&std::fs::metadata(path).at(path)?);
+        let stamp = FileStamp::of(&std::fs::metadata(path).at(path)?);
         *self.lock() = Some((stamp, Arc::new(ParsedIndex::new(index))));
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Stamp, Arc<ParsedIndex>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(FileStamp, Arc<ParsedIndex>)>> {
         self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

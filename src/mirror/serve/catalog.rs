@@ -3,11 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 
 use crate::oci::reference::Reference;
-use crate::store::{Descriptor, Store, StoreError, StoreRef};
+use crate::store::{Descriptor, FileStamp, Store, StoreError, StoreRef};
 
 /// The served repositories (a ref's repository path without the registry host) and,
 /// for each, its tags.
@@ -78,15 +77,13 @@ impl Catalog {
     }
 }
 
-/// Which index.json a catalog was built from: replaced by rename on every change, so
-/// a new inode (or size or time) means a new file.
-type Identity = (u64, u64, u64, i64, i64);
-
 /// The catalog of the current index.json, rebuilt only when the file changed.
 #[derive(Debug)]
 pub(super) struct CatalogCache {
     store: Store,
-    current: Mutex<Option<(Identity, Arc<Catalog>)>>,
+    /// The catalog and the version of index.json (replaced by rename on every
+    /// change) it was built from.
+    current: Mutex<Option<(FileStamp, Arc<Catalog>)>>,
 }
 
 impl CatalogCache {
@@ -101,7 +98,7 @@ impl CatalogCache {
     pub(super) fn get(&self) -> Result<Arc<Catalog>, StoreError> {
         let path = self.store.root().join("index.json");
         let identity = match std::fs::metadata(&path) {
-            Ok(m) => Some((m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec())),
+            Ok(m) => Some(FileStamp::of(&m)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(source) => return Err(StoreError::Io { path, source }),
         };
