@@ -11,7 +11,7 @@ use oci_spec::image::{Descriptor, Digest};
 
 use crate::error::StoreError;
 use crate::gc::GcReport;
-use crate::graph::reach;
+use crate::graph::live_digests;
 use crate::index_file::ref_name;
 use crate::lock::FileLock;
 use crate::Store;
@@ -74,11 +74,8 @@ impl Store {
         let mut candidates = Vec::new();
         for entry in self.index_entries()? {
             let name = ref_name(&entry).map(str::to_string);
-            let reached = reach(
-                self,
-                vec![(name.clone().unwrap_or_default(), entry.clone())],
-            )?;
-            let blobs: Vec<Digest> = reached.live.keys().cloned().collect();
+            let root = (name.clone().unwrap_or_default(), entry.clone());
+            let blobs: Vec<Digest> = live_digests(self, [root])?.into_iter().collect();
             for digest in &blobs {
                 if !sizes.contains_key(digest) {
                     let size = self.stat(digest)?.unwrap_or(0);
