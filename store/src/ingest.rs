@@ -30,9 +30,8 @@ use oci_spec::image::Digest;
 pub use ranges::RangeSet;
 
 use prefix_hash::PrefixHash;
-use sidecar::{boot_id, read_sidecar, Sidecar};
+use sidecar::{boot_id, read_sidecar};
 
-use crate::atomic::write_replace;
 use crate::digest::{Hasher, READ_CHUNK};
 use crate::error::{IoContext, StoreError};
 use crate::layout::Layout;
@@ -465,17 +464,8 @@ impl Ingest {
         durable: &RangeSet,
         written: &RangeSet,
     ) -> Result<(), StoreError> {
-        let boot_id = boot_id().filter(|_| written != durable);
-        let sidecar = Sidecar {
-            digest: self.digest.to_string(),
-            size: self.size,
-            positional,
-            ranges: durable.clone(),
-            written: boot_id.map(|_| written.clone()),
-            boot_id: boot_id.map(str::to_string),
-        };
-        let json = serde_json::to_vec(&sidecar).expect("a sidecar serialises");
-        write_replace(&self.layout.ingest_sidecar(&self.digest), &json)
+        let path = self.layout.ingest_sidecar(&self.digest);
+        sidecar::write(&path, &self.digest, self.size, positional, durable, written)
     }
 }
 

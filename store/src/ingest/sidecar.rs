@@ -10,6 +10,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::RangeSet;
+use oci_spec::image::Digest;
+
+use crate::atomic::write_replace;
 use crate::error::{IoContext, StoreError};
 
 /// The on-disk record of an ingest in flight.
@@ -41,6 +44,29 @@ pub(super) fn boot_id() -> Option<&'static str> {
                 .filter(|id| !id.is_empty())
         })
         .as_deref()
+}
+
+/// Records an ingest's ranges: those `durable` (synced), and, when more was written,
+/// those `written` under this boot's id.
+pub(super) fn write(
+    path: &Path,
+    digest: &Digest,
+    size: u64,
+    positional: bool,
+    durable: &RangeSet,
+    written: &RangeSet,
+) -> Result<(), StoreError> {
+    let boot_id = boot_id().filter(|_| written != durable);
+    let sidecar = Sidecar {
+        digest: digest.to_string(),
+        size,
+        positional,
+        ranges: durable.clone(),
+        written: boot_id.map(|_| written.clone()),
+        boot_id: boot_id.map(str::to_string),
+    };
+    let json = serde_json::to_vec(&sidecar).expect("a sidecar serialises");
+    write_replace(path, &json)
 }
 
 pub(super) fn read_sidecar(path: &Path) -> Result<Option<Sidecar>, StoreError> {
