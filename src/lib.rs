@@ -120,3 +120,6 @@ pub use crate::runtime::{
     by_name, runtime_name, ContainerRuntime, Docker, ImageError, LoadArchiveError, LoadedImage,
     Podman, RunSpec, RuntimeError, RuntimeImage, RuntimeInfo, StoredImage,
 };
+
+// Unpacking a stored image into a root filesystem, with no runtime at all.
+pub use crate::runtime::{unpack, UnpackError, UnpackOptions, UnpackReport, UnpackedLayer};

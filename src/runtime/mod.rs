@@ -17,6 +17,7 @@ mod image;
 mod naming;
 mod podman;
 mod process;
+mod unpack;
 pub mod warm;
 
 use std::time::Instant;
@@ -26,6 +27,7 @@ pub use docker::Docker;
 pub use image::{ImageError, StoredImage};
 pub use naming::runtime_name;
 pub use podman::Podman;
+pub use unpack::{unpack, UnpackError, UnpackOptions, UnpackReport, UnpackedLayer};
 
 use crate::store::Store;
 

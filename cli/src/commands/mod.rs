@@ -11,6 +11,7 @@ mod maintain;
 mod pull;
 mod runtime;
 mod serve;
+mod unpack;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +89,8 @@ enum Command {
     Load(runtime::LoadArgs),
     /// Run a stored image in podman or docker, loading it first if the runtime lacks it.
     Run(runtime::RunArgs),
+    /// Unpack a stored image into an empty directory as a root filesystem (no runtime).
+    Unpack(unpack::UnpackArgs),
     /// Pull or sync images, then load each one the runtime does not already hold.
     Warm(runtime::WarmArgs),
     /// Show a stored image: platform, layers, entrypoint (no network).
@@ -202,6 +205,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(tokio, &store, args, &out),
         Command::Load(args) => runtime::load(&store, args, &out),
         Command::Run(args) => runtime::run(&store, args, &out),
+        Command::Unpack(args) => unpack::unpack_image(&store, args, &out),
         Command::Warm(args) => runtime::warm(tokio, &store, args, &out),
         Command::Inspect { name } => maintain::inspect(&store, name, &out),
     }

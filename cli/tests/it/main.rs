@@ -36,3 +36,4 @@ mod store_eviction;
 mod store_processes;
 mod store_races;
 mod store_scale;
+mod unpack;
