@@ -4,7 +4,7 @@
 //! pass a test with layers it kept from an earlier run. podman uses a storage of its
 //! own per test (`STOWAGE_PODMAN_ARGS`); docker images loaded are removed at the end.
 
-mod images;
+pub mod images;
 pub mod tools;
 
 use std::os::unix::fs::PermissionsExt;

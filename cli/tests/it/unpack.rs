@@ -8,11 +8,12 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use serde_json::{json, Value};
-use stowage_store::{Descriptor, MediaType, Store};
+use serde_json::Value;
+use stowage_store::{Descriptor, Store};
 
+use crate::runtime::images::put_runnable_image;
 use crate::runtime::tools::{Podman, PODMAN_RUN};
-use crate::support::fixtures::{put_blob, run, sha256_digest, Compression};
+use crate::support::fixtures::{put_blob, run, sha256_digest, Compression, Layer};
 use crate::support::pulling::stowage_in;
 
 /// One entry of a hand-made layer: what `tar_of` in the fixtures cannot write
@@ -82,45 +83,27 @@ fn layer_tar(items: &[Item]) -> Vec<u8> {
 /// Stores a gzip image of `layers` (umoci reads no zstd) under `name`; a diff_id
 /// given in `wrong_diff_id` replaces the first layer's in the config.
 fn put_unpack_image(store: &Store, name: &str, layers: &[Vec<Item>], wrong_diff_id: bool) {
-    let mut descriptors = Vec::new();
-    let mut diff_ids = Vec::new();
-    for items in layers {
-        let tar = layer_tar(items);
-        let blob = Compression::Gzip.compress(&tar);
-        descriptors.push(Descriptor::new(
-            Compression::Gzip.media_type(),
-            blob.len() as u64,
-            put_blob(store, &blob),
-        ));
-        diff_ids.push(sha256_digest(&tar).to_string());
-    }
+    let mut built: Vec<Layer> = layers
+        .iter()
+        .map(|items| {
+            let tar = layer_tar(items);
+            let blob = Compression::Gzip.compress(&tar);
+            let descriptor = Descriptor::new(
+                Compression::Gzip.media_type(),
+                blob.len() as u64,
+                put_blob(store, &blob),
+            );
+            Layer {
+                descriptor,
+                diff_id: sha256_digest(&tar),
+                blob,
+            }
+        })
+        .collect();
     if wrong_diff_id {
-        diff_ids[0] = sha256_digest(b"another layer").to_string();
+        built[0].diff_id = sha256_digest(b"another layer");
     }
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": { "Env": ["PATH=/bin"], "Cmd": ["/bin/sh"] },
-        "rootfs": { "type": "layers", "diff_ids": diff_ids },
-    }))
-    .unwrap();
-    let config = Descriptor::new(
-        MediaType::ImageConfig,
-        config.len() as u64,
-        put_blob(store, &config),
-    );
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": MediaType::ImageManifest,
-        "config": config,
-        "layers": descriptors,
-    }))
-    .unwrap();
-    let manifest = Descriptor::new(
-        MediaType::ImageManifest,
-        manifest.len() as u64,
-        put_blob(store, &manifest),
-    );
+    let (manifest, _config) = put_runnable_image(store, &built);
     store.set_ref(name, &manifest).expect("set_ref");
 }
 
