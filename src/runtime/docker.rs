@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use super::process::{one_line, Cli};
 use super::{
-    check_loaded, docker_archive, parse_inspect, ContainerRuntime, LoadedImage, RunSpec,
-    RuntimeError, RuntimeImage, RuntimeInfo, StoredImage,
+    check_loaded, docker_archive, parse_inspect, run_argv, ContainerRuntime, GpuRequest,
+    LoadedImage, RunOutcome, RunSpec, RuntimeError, RuntimeImage, RuntimeInfo, StoredImage,
 };
 use crate::store::Store;
 
@@ -72,22 +72,18 @@ impl ContainerRuntime for Docker {
         "docker"
     }
 
-    /// Asks the daemon for its version: a daemon that is down (or a socket that
-    /// cannot be reached) is "docker is not running: <docker's message>".
+    /// `docker info`: a daemon that is down (or a socket that cannot be reached) is
+    /// "docker is not running: <docker's message>"; one that answers tells its
+    /// version, storage driver and whether it runs rootless.
     fn health_check(&self) -> Result<RuntimeInfo, RuntimeError> {
-        let captured = self
-            .cli
-            .capture(&["version", "--format", "{{.Server.Version}}"])?;
+        let captured = self.cli.capture(&["info", "--format", "{{json .}}"])?;
         if !captured.success {
             return Err(RuntimeError::NotRunning {
                 runtime: "docker".into(),
                 message: one_line(&captured.stderr),
             });
         }
-        Ok(RuntimeInfo {
-            name: "docker".into(),
-            version: captured.stdout.trim().to_string(),
-        })
+        parse_info(&captured.stdout)
     }
 
     fn load(
@@ -118,9 +114,95 @@ impl ContainerRuntime for Docker {
         }
     }
 
-    fn run(&self, spec: &RunSpec) -> Result<i32, RuntimeError> {
-        let mut args = vec!["run", "--rm", spec.image.as_str()];
-        args.extend(spec.command.iter().map(String::as_str));
-        self.cli.interactive(&args)
+    fn run(&self, spec: &RunSpec) -> Result<RunOutcome, RuntimeError> {
+        self.cli.run(&self.run_command(spec), spec.capture)
+    }
+
+    /// `--gpus all`, or `--gpus "device=0,1"`: docker reads the value as CSV, so a
+    /// list of devices is quoted inside it, as docker's own documentation writes it.
+    /// The host needs the NVIDIA Container Toolkit.
+    fn gpu_args(&self, gpu: &GpuRequest) -> Vec<String> {
+        let value = match gpu {
+            GpuRequest::All => "all".to_string(),
+            GpuRequest::Devices(devices) => format!("\"device={}\"", devices.join(",")),
+        };
+        vec!["--gpus".to_string(), value]
+    }
+}
+
+impl Docker {
+    /// The words after docker's global options that run `spec`: `run`, then the
+    /// spec's own ([`run_argv`]).
+    pub fn run_command(&self, spec: &RunSpec) -> Vec<String> {
+        let mut args = vec!["run".to_string()];
+        args.extend(run_argv(self, spec));
+        args
+    }
+}
+
+/// Reads `docker info --format '{{json .}}'`.
+fn parse_info(stdout: &str) -> Result<RuntimeInfo, RuntimeError> {
+    let unreadable = |detail: &str| RuntimeError::Unreadable {
+        runtime: "docker".into(),
+        what: "info".into(),
+        detail: detail.to_string(),
+    };
+    let info: serde_json::Value =
+        serde_json::from_str(stdout).map_err(|e| unreadable(&e.to_string()))?;
+    let version = info["ServerVersion"]
+        .as_str()
+        .ok_or_else(|| unreadable("no ServerVersion"))?;
+    let rootless = info["SecurityOptions"]
+        .as_array()
+        .is_some_and(|options| options.iter().any(|o| o == "name=rootless"));
+    Ok(RuntimeInfo {
+        name: "docker".into(),
+        version: version.to_string(),
+        rootless,
+        storage_driver: info["Driver"].as_str().unwrap_or_default().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpu_request_becomes_gpus() {
+        let docker = Docker::new();
+        let spec = RunSpec {
+            image: "localhost/tools/a:1".into(),
+            command: vec!["nvidia-smi".into()],
+            mounts: vec!["/data:/data:ro".parse().unwrap()],
+            env: vec![("K".into(), "v".into())],
+            workdir: Some("/data".into()),
+            network_off: true,
+            gpu: Some(GpuRequest::All),
+            ..RunSpec::default()
+        };
+        assert_eq!(
+            docker.run_command(&spec).join(" "),
+            "run --rm -v /data:/data:ro -e K=v -w /data --network none --gpus all \
+             localhost/tools/a:1 nvidia-smi"
+        );
+        let two = GpuRequest::Devices(vec!["0".into(), "1".into()]);
+        assert_eq!(docker.gpu_args(&two), ["--gpus", "\"device=0,1\""]);
+    }
+
+    #[test]
+    fn info_names_rootless_and_the_storage_driver() {
+        let info = parse_info(
+            r#"{"ServerVersion":"20.10.24","Driver":"overlay2",
+                "SecurityOptions":["name=seccomp,profile=default","name=rootless"]}"#,
+        )
+        .unwrap();
+        assert!(info.rootless);
+        assert_eq!(info.storage_driver, "overlay2");
+        let info = parse_info(
+            r#"{"ServerVersion":"20.10.24","Driver":"fuse-overlayfs",
+            "SecurityOptions":["name=seccomp,profile=default"]}"#,
+        )
+        .unwrap();
+        assert!(!info.rootless);
     }
 }

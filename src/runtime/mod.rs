@@ -17,6 +17,7 @@ mod image;
 mod naming;
 mod podman;
 mod process;
+mod run_spec;
 mod unpack;
 pub mod warm;
 
@@ -27,6 +28,9 @@ pub use docker::Docker;
 pub use image::{ImageError, StoredImage};
 pub use naming::runtime_name;
 pub use podman::Podman;
+pub use run_spec::{
+    parse_env, run_argv, volume_args, GpuRequest, Mount, RunOutcome, RunSpec, RunSpecError,
+};
 pub use unpack::{unpack, UnpackError, UnpackOptions, UnpackReport, UnpackedLayer};
 
 use crate::store::Store;
@@ -77,7 +81,13 @@ pub enum RuntimeError {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RuntimeInfo {
     pub name: String,
+    /// The version of the runtime itself (for docker, the daemon's).
     pub version: String,
+    /// Whether it runs without root (rootless podman, or a rootless docker daemon):
+    /// bind mounts and `--user` then map through the caller's user namespace.
+    pub rootless: bool,
+    /// Its storage driver as it names it (`overlay`, `vfs`, `fuse-overlayfs`, ...).
+    pub storage_driver: String,
 }
 
 /// An image as a runtime reports it.
@@ -116,15 +126,6 @@ pub struct LoadedImage {
     pub seconds: f64,
 }
 
-/// A container to start.
-#[derive(Debug, Clone, Default)]
-pub struct RunSpec {
-    /// A name or ID the runtime knows.
-    pub image: String,
-    /// The command and arguments; empty runs the image's own.
-    pub command: Vec<String>,
-}
-
 /// A container runtime driven through its command line.
 pub trait ContainerRuntime {
     /// `podman` or `docker`.
@@ -145,9 +146,18 @@ pub trait ContainerRuntime {
     /// The image `image_ref` (a name or ID) names in the runtime, if any.
     fn inspect(&self, image_ref: &str) -> Result<Option<RuntimeImage>, RuntimeError>;
 
-    /// Starts a container (removed when it exits) on the caller's terminal; returns
-    /// its exit code.
-    fn run(&self, spec: &RunSpec) -> Result<i32, RuntimeError>;
+    /// Starts the container `spec` asks for (removed when it exits) and waits for
+    /// it; its output goes to the caller's stdout and stderr unless the spec
+    /// captures it. A container that exits non-zero is an outcome, not an error.
+    fn run(&self, spec: &RunSpec) -> Result<RunOutcome, RuntimeError>;
+
+    /// The options that bind `mounts` into a container.
+    fn mount_args(&self, mounts: &[Mount]) -> Vec<String> {
+        volume_args(mounts)
+    }
+
+    /// The options that hand the GPUs `gpu` asks for to a container.
+    fn gpu_args(&self, gpu: &GpuRequest) -> Vec<String>;
 
     /// Whether the runtime holds `image_ref` as the image `digest`: its ID (config
     /// digest, which both runtimes report) or a manifest digest it recorded. Asks the

@@ -21,8 +21,8 @@ use std::time::Instant;
 
 use super::process::{one_line, Cli};
 use super::{
-    archive, check_loaded, parse_inspect, ContainerRuntime, LoadedImage, RunSpec, RuntimeError,
-    RuntimeImage, RuntimeInfo, StoredImage,
+    archive, check_loaded, parse_inspect, run_argv, ContainerRuntime, GpuRequest, LoadedImage,
+    RunOutcome, RunSpec, RuntimeError, RuntimeImage, RuntimeInfo, StoredImage,
 };
 use crate::store::Store;
 
@@ -119,10 +119,9 @@ impl ContainerRuntime for Podman {
         "podman"
     }
 
+    /// `podman info`: its version, whether it is rootless, its storage driver.
     fn health_check(&self) -> Result<RuntimeInfo, RuntimeError> {
-        let captured = self
-            .cli
-            .capture(&["info", "--format", "{{.Version.Version}}"])?;
+        let captured = self.cli.capture(&["info", "--format", "json"])?;
         if !captured.success {
             return Err(RuntimeError::Failed {
                 runtime: "podman".into(),
@@ -130,10 +129,7 @@ impl ContainerRuntime for Podman {
                 message: one_line(&captured.stderr),
             });
         }
-        Ok(RuntimeInfo {
-            name: "podman".into(),
-            version: captured.stdout.trim().to_string(),
-        })
+        parse_info(&captured.stdout)
     }
 
     fn load(
@@ -160,15 +156,118 @@ impl ContainerRuntime for Podman {
         }
     }
 
-    fn run(&self, spec: &RunSpec) -> Result<i32, RuntimeError> {
-        let mut args: Vec<&str> = Vec::new();
+    fn run(&self, spec: &RunSpec) -> Result<RunOutcome, RuntimeError> {
+        self.cli.run(&self.run_command(spec), spec.capture)
+    }
+
+    /// CDI names the devices: `nvidia.com/gpu=all`, or one `--device` per GPU. The
+    /// host needs a CDI spec for them (`nvidia-ctk cdi generate`), as podman's own
+    /// GPU documentation says.
+    fn gpu_args(&self, gpu: &GpuRequest) -> Vec<String> {
+        let devices = match gpu {
+            GpuRequest::All => vec!["all".to_string()],
+            GpuRequest::Devices(devices) => devices.clone(),
+        };
+        devices
+            .into_iter()
+            .flat_map(|d| ["--device".to_string(), format!("nvidia.com/gpu={d}")])
+            .collect()
+    }
+}
+
+impl Podman {
+    /// The words after podman's global options that run `spec`: the OCI runtime,
+    /// `run`, the configured run options, then the spec's own ([`run_argv`]).
+    pub fn run_command(&self, spec: &RunSpec) -> Vec<String> {
+        let mut args = Vec::new();
         if let Some(runtime) = &self.oci_runtime {
-            args.extend(["--runtime", runtime]);
+            args.extend(["--runtime".to_string(), runtime.clone()]);
         }
-        args.push("run");
-        args.extend(self.run_args.iter().map(String::as_str));
-        args.extend(["--rm", &spec.image]);
-        args.extend(spec.command.iter().map(String::as_str));
-        self.cli.interactive(&args)
+        args.push("run".to_string());
+        args.extend(self.run_args.iter().cloned());
+        args.extend(run_argv(self, spec));
+        args
+    }
+}
+
+/// Reads `podman info --format json`.
+fn parse_info(stdout: &str) -> Result<RuntimeInfo, RuntimeError> {
+    let unreadable = |detail: &str| RuntimeError::Unreadable {
+        runtime: "podman".into(),
+        what: "info".into(),
+        detail: detail.to_string(),
+    };
+    let info: serde_json::Value =
+        serde_json::from_str(stdout).map_err(|e| unreadable(&e.to_string()))?;
+    let version = info["version"]["Version"]
+        .as_str()
+        .ok_or_else(|| unreadable("no version.Version"))?;
+    Ok(RuntimeInfo {
+        name: "podman".into(),
+        version: version.to_string(),
+        rootless: info["host"]["security"]["rootless"]
+            .as_bool()
+            .ok_or_else(|| unreadable("no host.security.rootless"))?,
+        storage_driver: info["store"]["graphDriverName"]
+            .as_str()
+            .ok_or_else(|| unreadable("no store.graphDriverName"))?
+            .to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> RunSpec {
+        RunSpec {
+            image: "localhost/tools/a:1".into(),
+            command: vec!["nvidia-smi".into()],
+            mounts: vec!["/data:/data:ro".parse().unwrap()],
+            env: vec![("K".into(), "v".into())],
+            workdir: Some("/data".into()),
+            user: Some("1000:1000".into()),
+            network_off: true,
+            gpu: Some(GpuRequest::All),
+            capture: false,
+        }
+    }
+
+    #[test]
+    fn a_gpu_request_becomes_cdi_devices() {
+        let podman = Podman::new();
+        assert_eq!(
+            podman.run_command(&spec()).join(" "),
+            "--runtime runc run --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --rm \
+             -v /data:/data:ro -e K=v -w /data -u 1000:1000 --network none \
+             --device nvidia.com/gpu=all localhost/tools/a:1 nvidia-smi"
+        );
+        let two = GpuRequest::Devices(vec!["0".into(), "GPU-5c1e".into()]);
+        assert_eq!(
+            podman.gpu_args(&two),
+            [
+                "--device",
+                "nvidia.com/gpu=0",
+                "--device",
+                "nvidia.com/gpu=GPU-5c1e"
+            ]
+        );
+    }
+
+    #[test]
+    fn info_names_rootless_and_the_storage_driver() {
+        let info = parse_info(
+            r#"{"host":{"security":{"rootless":true}},"store":{"graphDriverName":"overlay"},
+                "version":{"Version":"4.3.1"}}"#,
+        )
+        .unwrap();
+        assert!(info.rootless);
+        assert_eq!(info.storage_driver, "overlay");
+        assert_eq!(info.version, "4.3.1");
+        let error = parse_info(r#"{"version":{"Version":"4.3.1"}}"#).unwrap_err();
+        assert!(
+            error.to_string().contains("host.security.rootless"),
+            "{error}"
+        );
     }
 }

@@ -1,13 +1,13 @@
 //! Driving a runtime's command line as a child process: a call whose output is
 //! captured, a `load` fed on stdin while its output is drained, and a `run` on the
-//! caller's terminal. Every failure becomes a [`RuntimeError`] that reads as one line.
+//! caller's terminal or captured. Every failure becomes a [`RuntimeError`] that reads as one line.
 
 use std::io::{self, BufWriter, Read, Write};
 use std::process::{Command, Stdio};
 use std::thread::{self, JoinHandle};
 
 use super::archive::LoadArchiveError;
-use super::RuntimeError;
+use super::{RunOutcome, RuntimeError};
 
 /// How much of the archive is buffered on its way into the runtime's stdin.
 const PIPE_BUFFER: usize = 1 << 20;
@@ -127,17 +127,34 @@ impl Cli {
         }
     }
 
-    /// Runs `args` on the caller's stdin, stdout and stderr; returns its exit code
-    /// (128 + the signal's number when a signal ended it).
-    pub fn interactive<S: AsRef<str>>(&self, args: &[S]) -> Result<i32, RuntimeError> {
-        let status = self
-            .command(args)
-            .status()
-            .map_err(|e| self.spawn_error(e))?;
-        Ok(status.code().unwrap_or_else(|| {
+    /// Runs `args` on the caller's stdin, stdout and stderr, or with its stdout and
+    /// stderr captured; returns its exit code (128 + the signal's number when a
+    /// signal ended it).
+    pub fn run<S: AsRef<str>>(
+        &self,
+        args: &[S],
+        capture: bool,
+    ) -> Result<RunOutcome, RuntimeError> {
+        let mut command = self.command(args);
+        let (status, stdout, stderr) = if capture {
+            let output = command
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| self.spawn_error(e))?;
+            (output.status, output.stdout, output.stderr)
+        } else {
+            let status = command.status().map_err(|e| self.spawn_error(e))?;
+            (status, Vec::new(), Vec::new())
+        };
+        let exit_code = status.code().unwrap_or_else(|| {
             use std::os::unix::process::ExitStatusExt;
             128 + status.signal().unwrap_or(0)
-        }))
+        });
+        Ok(RunOutcome {
+            exit_code,
+            stdout,
+            stderr,
+        })
     }
 }
 

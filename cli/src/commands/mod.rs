@@ -34,12 +34,13 @@ pub struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
-    /// Only errors.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    /// Only errors (wins over --verbose).
+    #[arg(short, long, global = true)]
     quiet: bool,
 
-    /// More detail (repeat for debug logs).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// More detail (repeat for debug logs); before the command only: after `run`, `-v`
+    /// binds a volume, as in podman and docker.
+    #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 
     #[command(subcommand)]

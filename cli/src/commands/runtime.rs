@@ -8,8 +8,9 @@ use clap::Args;
 use serde_json::json;
 use stowage::store::Store;
 use stowage::{
-    by_name, pull_targets, read_pins, runtime_name, sync_targets, warm_one, ContainerRuntime,
-    LoadedImage, PullOptions, RunSpec, RuntimeInfo, StoredImage, WarmTarget, Warmed,
+    by_name, parse_env, pull_targets, read_pins, runtime_name, sync_targets, warm_one,
+    ContainerRuntime, GpuRequest, LoadedImage, Mount, PullOptions, RunSpec, RuntimeInfo,
+    StoredImage, WarmTarget, Warmed,
 };
 use tokio::runtime::Runtime;
 
@@ -73,13 +74,60 @@ pub struct RunArgs {
     reference: String,
     #[command(flatten)]
     runtime: RuntimeArgs,
+    /// Bind a host path into the container (HOST:CONTAINER[:ro|:rw]); a relative
+    /// HOST is taken from the current directory, and it must exist.
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]", value_parser = parse_mount)]
+    volumes: Vec<Mount>,
+    /// Set an environment variable in the container (KEY=VALUE, or KEY to pass on
+    /// this one's value).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_variable)]
+    env: Vec<(String, String)>,
+    /// The working directory inside the container.
+    #[arg(short = 'w', long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// The user (and group) to run as inside the container: NAME|UID[:GROUP|GID].
+    #[arg(short = 'u', long, value_name = "USER")]
+    user: Option<String>,
+    /// Hand GPUs to the container: `all`, or device indexes like 0,1 (podman asks
+    /// for CDI devices nvidia.com/gpu=..., docker for --gpus).
+    #[arg(long, value_name = "all|DEVICES")]
+    gpus: Option<GpuRequest>,
+    /// `none` runs the container with no network at all.
+    #[arg(long, value_name = "none", value_parser = ["none"])]
+    network: Option<String>,
     /// The command to run instead of the image's own (after `--`).
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
 }
 
+/// `-v`: a relative host path is made absolute here (docker would take it for a
+/// volume name), and a missing one is refused (docker would create it as root).
+fn parse_mount(given: &str) -> Result<Mount, String> {
+    let (host, rest) = given.split_once(':').unwrap_or((given, ""));
+    let host = std::path::absolute(host).map_err(|e| format!("{given}: {e}"))?;
+    if !host.exists() {
+        return Err(format!("no {} on this host", host.display()));
+    }
+    format!("{}:{rest}", host.display())
+        .parse()
+        .map_err(|e: stowage::RunSpecError| e.to_string())
+}
+
+/// `-e`: KEY=VALUE, or KEY alone for this process's value of KEY.
+fn parse_variable(given: &str) -> Result<(String, String), String> {
+    if given.contains('=') {
+        return parse_env(given).map_err(|e| e.to_string());
+    }
+    match std::env::var(given) {
+        Ok(value) => Ok((given.to_string(), value)),
+        Err(_) => Err(format!(
+            "{given} is not set here, so there is no value to pass on"
+        )),
+    }
+}
+
 /// Loads the image unless the runtime holds it already, then runs it; the exit
-/// status is the container's.
+/// status is the container's, and its output is stowage's own.
 pub fn run(store: &Store, args: &RunArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let (runtime, _) = args.runtime.open()?;
     let image = StoredImage::open(store, &args.reference)?;
@@ -92,11 +140,19 @@ pub fn run(store: &Store, args: &RunArgs, out: &Output) -> anyhow::Result<ExitCo
             eprintln!("{}", loaded_line(&image, runtime.name(), &loaded));
         }
     }
-    let code = runtime.run(&RunSpec {
+    let outcome = runtime.run(&RunSpec {
         image: name,
         command: args.command.clone(),
+        mounts: args.volumes.clone(),
+        env: args.env.clone(),
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        network_off: args.network.is_some(),
+        gpu: args.gpus.clone(),
+        capture: false,
     })?;
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+    // An exit code beyond a byte (only from a signal's 128 + n) is a failure.
+    Ok(ExitCode::from(u8::try_from(outcome.exit_code).unwrap_or(1)))
 }
 
 #[derive(Debug, Args)]

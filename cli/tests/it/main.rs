@@ -27,6 +27,7 @@ mod pull_faults;
 mod pull_hostile;
 mod pull_progress;
 mod pull_redirect;
+mod run_spec;
 mod runtime;
 mod serve;
 mod serve_errors;
