@@ -1,6 +1,7 @@
 //! `factor`: build a factored image from a base image and conda packages. The base's
-//! layers come first, then one layer per package (sorted by name, version, build),
-//! then one small layer of `conda-meta/*.json` records. Docker's overlay2 refuses more
+//! layers come first, then one layer per package in conda's install order (every
+//! package after those it depends on, each level by name: see
+//! [`super::install_order`]), then one small layer of `conda-meta/*.json` records. Docker's overlay2 refuses more
 //! than 127 layers: past `max_layers`, the packages the store's images share least are
 //! merged into one layer, and the image still runs.
 
@@ -10,8 +11,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use rayon::prelude::*;
+
 use super::install::{install_package, InstallError, LayerOptions, PackageLayer};
+use super::install_order::install_order;
 use super::layer_tar::{anonymous_file, entry_path, prefix_dirs, LayerTarWriter};
+use super::metadata::PackageMetadata;
 use super::package::{CondaPackage, PackageError};
 use crate::oci::annotation::{ANNOTATION_PACKAGES, ANNOTATION_PREFIX, ANNOTATION_PYTHON};
 use crate::oci::assemble::{assemble_image, base_image, AssembleError, AssembleLayer, RunConfig};
@@ -86,20 +91,31 @@ pub fn factor_with(
     options: &FactorOptions,
     opened: Vec<CondaPackage>,
 ) -> Result<FactorReport, FactorError> {
-    let mut packages = options
-        .packages
-        .iter()
-        .map(CondaPackage::open)
-        .collect::<Result<Vec<_>, _>>()?;
-    packages.extend(opened);
-    packages.sort_by(|a, b| {
-        let (a, b) = (a.metadata(), b.metadata());
-        (&a.name, &a.version, &a.build).cmp(&(&b.name, &b.version, &b.build))
+    // Each package is read, laid out and compressed on its own, on every core; the
+    // layers are then put in install order.
+    let from_files = options.packages.par_iter().map(|path| {
+        let mut package = CondaPackage::open_in(store, path)?;
+        let layer = install_package(store, &package, &options.layer)?;
+        package.release();
+        Ok::<_, FactorError>((package, layer))
     });
-    let installed = packages
-        .iter()
-        .map(|p| install_package(store, p, &options.layer))
-        .collect::<Result<Vec<_>, _>>()?;
+    let from_store = opened.into_par_iter().map(|package| {
+        let layer = install_package(store, &package, &options.layer)?;
+        Ok((package, layer))
+    });
+    let built: Vec<(CondaPackage, PackageLayer)> =
+        from_files.chain(from_store).collect::<Result<_, _>>()?;
+    let metadata: Vec<&PackageMetadata> = built.iter().map(|(p, _)| p.metadata()).collect();
+    let mut rank = vec![0; built.len()];
+    for (position, i) in install_order(&metadata).into_iter().enumerate() {
+        rank[i] = position;
+    }
+    let mut ranked: Vec<(usize, PackageLayer)> = rank
+        .into_iter()
+        .zip(built.into_iter().map(|(_, layer)| layer))
+        .collect();
+    ranked.sort_by_key(|(position, _)| *position);
+    let installed: Vec<PackageLayer> = ranked.into_iter().map(|(_, layer)| layer).collect();
     let (mut run, mut layers) = match &options.base {
         Some(base) => base_image(store, base)?,
         None => (

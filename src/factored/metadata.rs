@@ -34,6 +34,9 @@ pub struct PackageMetadata {
     pub build: String,
     pub build_number: u64,
     pub subdir: Option<String>,
+    /// The names of the packages it depends on (`index.json`'s `depends`, each match
+    /// spec cut to its package name), in the order written.
+    pub depends: Vec<String>,
     /// From `index.json`, or `link.json` when the index does not say.
     pub noarch: Option<Noarch>,
     /// `index.json` as written, for the `conda-meta` record.
@@ -84,7 +87,7 @@ impl PathEntry {
 }
 
 /// The raw `info/` files gathered while reading an archive.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct InfoFiles {
     files: BTreeMap<&'static str, Vec<u8>>,
 }
@@ -97,6 +100,13 @@ impl InfoFiles {
 
     pub(crate) fn insert(&mut self, name: &'static str, data: Vec<u8>) {
         self.files.insert(name, data);
+    }
+
+    /// The files gathered, by name.
+    pub(crate) fn files(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
+        self.files
+            .iter()
+            .map(|(name, data)| (*name, data.as_slice()))
     }
 
     fn json<T: serde::de::DeserializeOwned>(
@@ -143,6 +153,27 @@ impl InfoFiles {
             .get("subdir")
             .and_then(Value::as_str)
             .map(str::to_string);
+        let depends = match index.get("depends") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(specs)) => specs
+                .iter()
+                .map(|spec| spec.as_str().map(spec_name))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    PackageError::metadata(
+                        &label,
+                        "info/index.json",
+                        "a `depends` entry is not a string",
+                    )
+                })?,
+            Some(_) => {
+                return Err(PackageError::metadata(
+                    &label,
+                    "info/index.json",
+                    "`depends` is not a list",
+                ))
+            }
+        };
         let index_noarch = match index.get("noarch") {
             None => None,
             Some(value) => parse_noarch(value)
@@ -200,6 +231,7 @@ impl InfoFiles {
             build,
             build_number,
             subdir,
+            depends,
             noarch,
             index,
             placeholders,
@@ -208,6 +240,18 @@ impl InfoFiles {
             entry_points,
         })
     }
+}
+
+/// The package name a match spec names: `python >=3.8`, `libzlib 1.2.13 h4ab18f5_6`,
+/// `conda-forge::numpy[version='>=1.20']` and `numpy>=1.20` all name what precedes the
+/// first space, bracket or version operator, after any `channel::`.
+fn spec_name(spec: &str) -> String {
+    let spec = spec.trim();
+    let spec = spec.rsplit_once("::").map_or(spec, |(_, name)| name);
+    let end = spec
+        .find(|c: char| c.is_whitespace() || "[<>=!~".contains(c))
+        .unwrap_or(spec.len());
+    spec[..end].to_string()
 }
 
 /// The punctuation conda allows in a package name besides ASCII letters and digits
@@ -388,6 +432,21 @@ struct LinkNoarch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn match_specs_name_their_package() {
+        for (spec, name) in [
+            ("python >=3.8", "python"),
+            ("libzlib 1.2.13 h4ab18f5_6", "libzlib"),
+            ("conda-forge::numpy[version='>=1.20']", "numpy"),
+            ("conda-forge/linux-64::openssl", "openssl"),
+            ("numpy>=1.20", "numpy"),
+            ("__glibc >=2.17,<3.0.a0", "__glibc"),
+            ("tzdata", "tzdata"),
+        ] {
+            assert_eq!(spec_name(spec), name, "{spec}");
+        }
+    }
 
     #[test]
     fn has_prefix_lines() {

@@ -3,7 +3,9 @@
 
 pub mod artifact;
 pub mod compose;
+mod info_cache;
 pub mod install;
+mod install_order;
 mod layer_cache;
 pub mod layer_tar;
 pub mod metadata;

@@ -12,15 +12,22 @@
 //! `rattler_package_streaming`: the same streaming in a few dozen lines for ~11 crates,
 //! where rattler adds ~110 crates and ~60 s to a clean release build. Nothing is held
 //! whole in memory: tar entries are streamed one by one (the zip's members are stored,
-//! read through the zip reader as a stream). A `.tar.bz2` is decompressed twice, once
-//! for its metadata (which may sit at the end) and once for its files.
+//! read through the zip reader as a stream). A `.tar.bz2` keeps its metadata wherever
+//! the archive put it (often at the end): [`CondaPackage::open_in`] decompresses it
+//! once, keeping the tar in an unlinked file for its files, and caches the metadata
+//! by the package's sha256; [`CondaPackage::open`] decompresses it once for the
+//! metadata and again for the files.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::store::{Digest, Hasher};
+use crate::store::{Digest, Hasher, Store};
 
+use super::info_cache;
+use super::layer_tar::anonymous_file;
 use super::metadata::{InfoFiles, PackageMetadata};
 use super::package_path::normalize;
 pub use super::PackageError;
@@ -80,37 +87,46 @@ pub struct CondaPackage {
     sha256: Digest,
     size: u64,
     metadata: PackageMetadata,
+    /// The decompressed tar of a `.tar.bz2`, kept by [`CondaPackage::open_in`].
+    decoded: Option<Arc<File>>,
 }
 
 impl CondaPackage {
     /// Opens a package: hashes the file, tells its format and reads its metadata.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, PackageError> {
-        let path = path.into();
+        Self::open_with(path.into(), None)
+    }
+
+    /// [`CondaPackage::open`] for building layers in `store`: metadata the store's
+    /// info cache holds for this sha256 is not read from the archive again, and when
+    /// it must be, a `.tar.bz2` is decompressed once for both its metadata and its
+    /// files (the tar is kept in an unlinked file in the store until
+    /// [`CondaPackage::release`]), not once for each.
+    pub fn open_in(store: &Store, path: impl Into<PathBuf>) -> Result<Self, PackageError> {
+        Self::open_with(path.into(), Some(store))
+    }
+
+    fn open_with(path: PathBuf, store: Option<&Store>) -> Result<Self, PackageError> {
         let label = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
         let format = sniff(&path, &label)?;
         let (sha256, size) = sha256_file(&path)?;
-        let mut info = InfoFiles::default();
-        let mut gather = |entry: ArchiveEntry<'_>| -> Result<(), PackageError> {
-            if let (Some(name), EntryKind::File) = (InfoFiles::wanted(&entry.path), &entry.kind) {
-                if entry.size > INFO_LIMIT {
-                    return Err(PackageError::metadata(&label, name, "larger than 256 MiB"));
+        let cached = store.and_then(|store| info_cache::get(store, &sha256));
+        let (info, decoded) = match cached {
+            Some(info) => (info, None),
+            None => {
+                let (info, decoded) = read_info(&path, &label, format, store)?;
+                if let Some(store) = store {
+                    if let Err(e) = info_cache::put(store, &sha256, &info) {
+                        // Only the next build of this package is slower for it.
+                        tracing::debug!(package = %label, "info cache not written: {e}");
+                    }
                 }
-                let mut data = Vec::with_capacity(entry.size as usize);
-                entry
-                    .reader
-                    .read_to_end(&mut data)
-                    .map_err(|e| PackageError::metadata(&label, name, e))?;
-                info.insert(name, data);
+                (info, decoded)
             }
-            Ok(())
         };
-        match format {
-            PackageFormat::Conda => read_conda_member(&path, &label, "info-", &mut gather)?,
-            PackageFormat::TarBz2 => read_tar_bz2(&path, &label, &mut gather)?,
-        }
         let metadata = info.parse(&label)?;
         Ok(Self {
             path,
@@ -118,7 +134,14 @@ impl CondaPackage {
             sha256,
             size,
             metadata,
+            decoded,
         })
+    }
+
+    /// Drops the decompressed copy [`CondaPackage::open_in`] kept, once the files
+    /// have been read; later reads decompress the archive again.
+    pub fn release(&mut self) {
+        self.decoded = None;
     }
 
     /// Streams the files the package installs, in archive order: the `pkg-*` part of a
@@ -129,6 +152,16 @@ impl CondaPackage {
         mut visit: impl FnMut(ArchiveEntry<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let label = self.label();
+        if let Some(decoded) = &self.decoded {
+            let tar = BufReader::with_capacity(
+                1 << 20,
+                ReadFrom {
+                    file: decoded,
+                    at: 0,
+                },
+            );
+            return read_tar(tar, &label, &mut visit);
+        }
         match self.format {
             PackageFormat::Conda => read_conda_member(&self.path, &label, "pkg-", &mut visit),
             PackageFormat::TarBz2 => read_tar_bz2(&self.path, &label, &mut visit),
@@ -163,6 +196,100 @@ impl CondaPackage {
 
     pub fn metadata(&self) -> &PackageMetadata {
         &self.metadata
+    }
+}
+
+/// Gathers the package's info files from its archive. With a `store`, a `.tar.bz2`
+/// is copied as it is decompressed into an unlinked file there, returned for reading
+/// its files from.
+fn read_info(
+    path: &Path,
+    label: &str,
+    format: PackageFormat,
+    store: Option<&Store>,
+) -> Result<(InfoFiles, Option<Arc<File>>), PackageError> {
+    let mut info = InfoFiles::default();
+    let mut gather = |entry: ArchiveEntry<'_>| -> Result<(), PackageError> {
+        if let (Some(name), EntryKind::File) = (InfoFiles::wanted(&entry.path), &entry.kind) {
+            if entry.size > INFO_LIMIT {
+                return Err(PackageError::metadata(label, name, "larger than 256 MiB"));
+            }
+            let mut data = Vec::with_capacity(entry.size as usize);
+            entry
+                .reader
+                .read_to_end(&mut data)
+                .map_err(|e| PackageError::metadata(label, name, e))?;
+            info.insert(name, data);
+        }
+        Ok(())
+    };
+    match (format, store) {
+        (PackageFormat::Conda, _) => read_conda_member(path, label, "info-", &mut gather)?,
+        (PackageFormat::TarBz2, None) => read_tar_bz2(path, label, &mut gather)?,
+        (PackageFormat::TarBz2, Some(store)) => {
+            let io_error = |source| PackageError::Io {
+                path: path.to_path_buf(),
+                source,
+            };
+            let copy = anonymous_file(store).map_err(io_error)?;
+            let decoder = bzip2::read::MultiBzDecoder::new(BufReader::new(open_file(path)?));
+            let mut tee = Tee {
+                inner: decoder,
+                copy: BufWriter::with_capacity(1 << 20, copy),
+                room: store.free_space().unwrap_or(u64::MAX),
+                copied: 0,
+            };
+            read_tar(&mut tee, label, &mut gather)?;
+            // The rest of the stream (padding after the end-of-archive blocks) is
+            // copied too, so the copy is the whole tar.
+            io::copy(&mut tee, &mut io::sink()).map_err(io_error)?;
+            let copy = tee
+                .copy
+                .into_inner()
+                .map_err(|e| io_error(e.into_error()))?;
+            return Ok((info, Some(Arc::new(copy))));
+        }
+    }
+    Ok((info, None))
+}
+
+/// A reader that writes what it reads to `copy`, up to `room` bytes: a package
+/// that decompresses to more than the store's file system has free (a bzip2 bomb) is
+/// refused when it gets there, not when the disk is full.
+struct Tee<R, W> {
+    inner: R,
+    copy: W,
+    room: u64,
+    copied: u64,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copied += n as u64;
+        if self.copied > self.room {
+            return Err(io::Error::other(format!(
+                "it decompresses to more than the {} bytes free where the store is",
+                self.room
+            )));
+        }
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// Reads a shared file from an offset of its own (positioned reads leave the file's
+/// offset alone, so clones of one package read independently).
+struct ReadFrom<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl Read for ReadFrom<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
     }
 }
 

@@ -141,6 +141,76 @@ fn factored_images_run_share_layers_and_are_reproducible() {
     }
 }
 
+/// The names of the package layers of the stored image `name`, in manifest order.
+fn package_order(env: &Env, name: &str) -> Vec<String> {
+    let oci = format!("oci:{}:{name}", env.store().display());
+    let manifest = crate::support::fixtures::skopeo_json(&["inspect", "--raw", &oci]);
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["annotations"]["org.conda.package.name"].as_str())
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn package_layers_follow_conda_install_order_so_images_share_a_chain() {
+    let env = Env::new();
+    busybox_base(&env.store(), "base");
+    let pkgs = env.dir.path().join("pkgs");
+    std::fs::create_dir_all(&pkgs).unwrap();
+    let package = |name: &str, depends: &[&str]| {
+        let mut spec = Spec::new(name, "1.0", "h0_0").file(
+            &format!("share/{name}/data"),
+            format!("{name}\n"),
+            0o644,
+        );
+        spec.depends = depends.iter().map(|d| d.to_string()).collect();
+        spec.write(&pkgs, Format::TarBz2)
+    };
+    // By name, each image's own package ("app-*", "extra") would come first.
+    let zlib = package("zlib", &[]);
+    let py = package("py", &["zlib >=1.2", "__glibc >=2.17"]);
+    let app_a = package("app-a", &["py", "zlib 1.0 h0_0"]);
+    let app_b = package("app-b", &["conda-forge::py[version='>=1']"]);
+    let extra = package("extra", &["py"]);
+
+    factor(
+        &env,
+        "factored/a:1",
+        &[app_a.clone(), py.clone(), zlib.clone()],
+        &[],
+    );
+    factor(
+        &env,
+        "factored/b:1",
+        &[extra, zlib.clone(), app_b, py.clone()],
+        &[],
+    );
+    assert_eq!(package_order(&env, "factored/a:1"), ["zlib", "py", "app-a"]);
+    assert_eq!(
+        package_order(&env, "factored/b:1"),
+        ["zlib", "py", "app-b", "extra"]
+    );
+    // Both start with the same chain: base, zlib, py.
+    let (a, b) = (
+        layer_digests(&env, "factored/a:1"),
+        layer_digests(&env, "factored/b:1"),
+    );
+    assert_eq!(a[..3], b[..3], "{a:?}\n{b:?}");
+    assert_ne!(a[3], b[3]);
+    // The order the packages are given in changes nothing.
+    let first = factor(
+        &env,
+        "factored/c:1",
+        &[zlib.clone(), py.clone(), app_a.clone()],
+        &[],
+    );
+    let again = factor(&env, "factored/d:1", &[py, app_a, zlib], &[]);
+    assert_eq!(first["manifest_digest"], again["manifest_digest"]);
+}
+
 #[test]
 fn past_the_layer_cap_the_least_shared_packages_share_one_layer() {
     let env = Env::new();

@@ -60,6 +60,8 @@ pub struct Spec {
     pub build: String,
     pub subdir: String,
     pub noarch: Option<&'static str>,
+    /// `index.json`'s `depends`: match specs as conda writes them.
+    pub depends: Vec<String>,
     pub items: Vec<Item>,
     pub paths_json: bool,
     pub has_prefix: Option<String>,
@@ -80,6 +82,7 @@ impl Spec {
             build: build.into(),
             subdir: "linux-64".into(),
             noarch: None,
+            depends: Vec::new(),
             items: Vec::new(),
             paths_json: true,
             has_prefix: None,
@@ -148,7 +151,7 @@ impl Spec {
     fn info_files(&self) -> Vec<(String, Vec<u8>)> {
         let mut index = json!({
             "name": self.name, "version": self.version, "build": self.build,
-            "build_number": 0, "subdir": self.subdir, "depends": [], "license": "MIT",
+            "build_number": 0, "subdir": self.subdir, "depends": self.depends, "license": "MIT",
             "timestamp": 1700000000000u64,
         });
         if let Some(noarch) = self.noarch {

@@ -158,5 +158,17 @@ fn a_bzip2_bomb_is_refused_once_it_passes_the_room_the_store_has() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("share/zeros") && err.contains("free"), "{err}");
+    // Opened for factoring, the archive is decompressed once into the store: the
+    // same bomb is refused there, and nothing is left behind.
+    let err = CondaPackage::open_in(&store, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("free where the store is"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(store.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     drop(small);
 }
