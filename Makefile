@@ -36,6 +36,7 @@ bench: setup build
 	bash benches/mirror.sh
 	bash benches/factored.sh
 	bash benches/scale.sh
+	bash benches/local.sh
 
 demo: setup build
 	bash scripts/demo.sh

@@ -38,7 +38,9 @@ IMAGES=10 SHARED=40 UNIQUE=10 PKG_BYTES=1048576
 # Rows, in table order: image set (factored | single) and tool. podman pulling the
 # factored images is context, on loopback only: it costs a minute a run, and that
 # minute is layer extraction, which the link does not change.
-ROWS="factored:stowage-sync factored:stowage-pull factored:podman single:podman single:stowage-sync"
+# `load` hands the images from a store that holds them (synced beforehand, untimed) to
+# the same fresh podman, with `stowage load`: loopback only, it fetches nothing.
+ROWS="factored:stowage-sync factored:stowage-pull factored:podman factored:load single:podman single:load single:stowage-sync"
 WAN_ROWS="factored:stowage-sync factored:stowage-pull single:podman single:stowage-sync"
 
 log() { printf '== %s\n' "$*" >&2; }
@@ -94,7 +96,8 @@ trap 'exit 143' TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # ---------------------------------------------------------------- packages (cached)
-PKGS=$WORK/pkgs-${IMAGES}x${SHARED}+${UNIQUE}x$PKG_BYTES
+# Named by the generator's hash too: a generator that changed makes other packages.
+PKGS=$WORK/pkgs-${IMAGES}x${SHARED}+${UNIQUE}x$PKG_BYTES-$(sha256sum "$REPO/benches/make_conda.py" | cut -c1-12)
 if [ ! -f "$PKGS/images.tsv" ]; then
   log "generating $((SHARED + IMAGES * UNIQUE)) conda packages (.tar.bz2, ~$((PKG_BYTES >> 10)) KiB each)"
   python3 "$REPO/benches/make_conda.py" packages "$PKGS" $IMAGES $SHARED $UNIQUE $PKG_BYTES
@@ -214,6 +217,18 @@ cmds_podman() {
   local ref
   for ref in $(refs "$1" "$2"); do q "${PODMAN[@]}" pull -q --tls-verify=false "$ref"; done
 }
+# load: `stowage load` of each image from a store holding all 20 into a fresh podman
+# (the same root and options as the podman rows).
+LOADSTORE=$RUN/loadstore
+prep_load() { prep_podman; }
+cmds_load() {
+  local ref
+  for ref in $(refs "$1" "$2"); do
+    q env "STOWAGE_PODMAN_ARGS=${PODMAN[*]:1}" "$STOWAGE_BIN" \
+      --store "$LOADSTORE" -q load "$ref" --into podman
+  done
+}
+check_load() { check_podman; }
 check_podman() {
   local n
   n=$("${PODMAN[@]}" images -q --no-trunc | sort -u | wc -l)
@@ -272,6 +287,7 @@ for profile in $PROFILES; do
     rm -f "$RUN/$set.lock"
     # shellcheck disable=SC2046
     "$STOWAGE_BIN" --store "$RUN/lockstore" -q lock $(refs $set "$host") -o "$RUN/$set.lock" >&2
+    [ "$profile" = loopback ] && "$STOWAGE_BIN" --store "$LOADSTORE" -q sync "$RUN/$set.lock" >&2
   done
   for run in $(seq "$RUNS"); do
     rows=$ROWS

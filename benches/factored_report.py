@@ -21,17 +21,20 @@ TOOLS = {
     "stowage-sync": "stowage sync",
     "stowage-pull": "stowage pull ×10",
     "podman": "podman pull ×10",
+    "load": "stowage load ×10 into podman",
 }
 NOTES = {
     ("factored", "stowage-sync"): "one `stowage sync` of a lockfile pinning the 10 images (made beforehand by `stowage lock`)",
     ("factored", "stowage-pull"): "10 `stowage pull` commands in turn, one store",
     ("factored", "podman"): "10 `podman pull` in turn, one fresh root; includes extracting the layers",
+    ("factored", "load"): "10 `stowage load --into podman` from a store holding the images, one fresh podman root; includes extracting the layers",
+    ("single", "load"): "the same for the single-layer images",
     ("single", "podman"): "the reference: 10 `podman pull` in turn, one fresh root; includes extracting the layers",
     ("single", "stowage-sync"): "one `stowage sync` of a lockfile pinning the 10 single-layer images",
 }
 REFERENCE = ("single", "podman")
 ORDER = [("factored", "stowage-sync"), ("factored", "stowage-pull"), ("factored", "podman"),
-         ("single", "podman"), ("single", "stowage-sync")]
+         ("factored", "load"), ("single", "podman"), ("single", "load"), ("single", "stowage-sync")]
 
 
 def mb(n):
@@ -135,9 +138,11 @@ def main():
     w("")
     w("podman stores layers by chain (a layer and everything under it), so images share "
       "a stored layer only while their layer lists agree from the bottom up. `stowage "
-      "factor` orders package layers by package name; here each image's own packages "
-      "(`fNN-own*`) sort before the shared ones (`shared*`), so podman shares only the "
-      "base: it fetches each blob once but extracts all 50 package layers of every image.")
+      "factor` orders package layers in conda's install order (every package after those "
+      "it depends on, each level by name). Here every image's own packages (`fNN-own*`) "
+      "depend on shared ones, so the 40 shared layers come first in every image and form "
+      "one chain podman extracts once; by name they would sort first and podman would "
+      "extract all 50 package layers of every image.")
     print("\n".join(out))
 
 

@@ -4,7 +4,8 @@
     make_conda.py packages OUT_DIR IMAGES SHARED UNIQUE MEAN_BYTES
         Real conda packages (.tar.bz2: info/index.json, info/paths.json, info/files
         and the payload under lib/NAME/ and share/NAME/), SHARED used by every image
-        plus UNIQUE per image, and OUT_DIR/images.tsv: "IMAGE<TAB>pkg files..." per
+        plus UNIQUE per image, the image's own depending on shared ones (see
+        dependencies()), and OUT_DIR/images.tsv: "IMAGE<TAB>pkg files..." per
         image. Payloads are seeded pseudo-random bytes (incompressible, so bytes on
         the wire measure honestly; seeded, so a rebuild gives the same packages and
         the same layer digests). Sizes vary around MEAN_BYTES (0.5x to 1.5x).
@@ -69,10 +70,10 @@ def add(tar, path, data, mode):
 
 def write_package(job):
     """Writes OUT_DIR/NAME-1.0-h0_0.tar.bz2 as conda-build lays one out; returns it."""
-    out_dir, name, mean = job
+    out_dir, name, mean, depends = job
     files = package_files(name, mean)
     index = {"name": name, "version": "1.0", "build": "h0_0", "build_number": 0,
-             "subdir": "linux-64", "depends": [], "license": "MIT",
+             "subdir": "linux-64", "depends": depends, "license": "MIT",
              "timestamp": 1700000000000}
     paths = {"paths": [{"_path": p, "path_type": "hardlink",
                         "sha256": hashlib.sha256(d).hexdigest(),
@@ -94,15 +95,34 @@ def write_package(job):
     return path
 
 
+def dependencies(shared_names, image_names, own):
+    """What each package depends on, as a real environment's do: a quarter of the
+    shared packages depend on nothing (the C library shims, zlib, openssl of a real
+    environment), the other shared ones on one of those, and each image's own
+    packages on two shared ones. Names sort the other way round ("f01-own00" before
+    "shared00"), so an order by name would put every image's own packages first."""
+    leaves = shared_names[:max(1, len(shared_names) // 4)]
+    depends = {n: [] for n in leaves}
+    for j, n in enumerate(shared_names[len(leaves):]):
+        depends[n] = [f"{leaves[j % len(leaves)]} >=1.0"]
+    for img in image_names:
+        for j, n in enumerate(own[img]):
+            depends[n] = [f"{shared_names[j % len(shared_names)]} >=1.0",
+                          f"{shared_names[-1 - j % len(shared_names)]}"]
+    return depends
+
+
 def packages(out, images, shared, unique, mean):
     tmp = fresh_tmp(out)
     shared_names = [f"shared{j:02d}" for j in range(shared)]
     image_names = [f"f{i:02d}" for i in range(1, images + 1)]
     own = {img: [f"{img}-own{j:02d}" for j in range(unique)] for img in image_names}
     names = shared_names + [n for img in image_names for n in own[img]]
+    depends = dependencies(shared_names, image_names, own)
     # bzip2 is the slow part: one package per core at a time.
+    jobs = [(tmp, n, mean, depends[n]) for n in names]
     with multiprocessing.Pool(os.cpu_count()) as pool:
-        files = dict(zip(names, pool.map(write_package, [(tmp, n, mean) for n in names])))
+        files = dict(zip(names, pool.map(write_package, jobs)))
     with open(os.path.join(tmp, "images.tsv"), "w") as f:
         for img in image_names:
             pkgs = [os.path.join(out, os.path.basename(files[n])) for n in shared_names + own[img]]
@@ -136,6 +156,13 @@ def write_layout(out, tag, fill_tar, config):
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
                     "digest": "sha256:" + w.blob.hexdigest(), "size": w.size}],
     }, separators=(",", ":")).encode()
+    finish_layout(tmp, out, manifest, tag)
+
+
+def finish_layout(tmp, out, manifest, tag):
+    """Stores MANIFEST in the layout being written at TMP, tags it TAG in index.json,
+    and renames the finished layout to OUT."""
+    blobs = os.path.join(tmp, "blobs", "sha256")
     index = {"schemaVersion": 2, "manifests": [{
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "digest": "sha256:" + write_blob(blobs, manifest), "size": len(manifest),
