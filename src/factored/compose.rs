@@ -106,16 +106,17 @@ pub fn factor_with(
     let built: Vec<(CondaPackage, PackageLayer)> =
         from_files.chain(from_store).collect::<Result<_, _>>()?;
     let metadata: Vec<&PackageMetadata> = built.iter().map(|(p, _)| p.metadata()).collect();
-    let mut rank = vec![0; built.len()];
-    for (position, i) in install_order(&metadata).into_iter().enumerate() {
-        rank[i] = position;
-    }
-    let mut ranked: Vec<(usize, PackageLayer)> = rank
+    let order = install_order(&metadata);
+    let mut slots: Vec<Option<PackageLayer>> =
+        built.into_iter().map(|(_, layer)| Some(layer)).collect();
+    let installed: Vec<PackageLayer> = order
         .into_iter()
-        .zip(built.into_iter().map(|(_, layer)| layer))
+        .map(|i| {
+            slots[i]
+                .take()
+                .expect("install_order gives each index once")
+        })
         .collect();
-    ranked.sort_by_key(|(position, _)| *position);
-    let installed: Vec<PackageLayer> = ranked.into_iter().map(|(_, layer)| layer).collect();
     let (mut run, mut layers) = match &options.base {
         Some(base) => base_image(store, base)?,
         None => (

@@ -15,8 +15,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{write_replace, Digest, Store, StoreError};
+use crate::store::{Digest, Store, StoreError};
 
+use super::cache_file::{read_entry, write_entry};
 use super::metadata::InfoFiles;
 
 /// Bumped when the entry's format changes.
@@ -30,7 +31,7 @@ struct Entry {
 
 /// The info files cached for the package `sha256`, if any.
 pub fn get(store: &Store, sha256: &Digest) -> Option<InfoFiles> {
-    let entry: Entry = serde_json::from_slice(&std::fs::read(path(store, sha256)).ok()?).ok()?;
+    let entry: Entry = read_entry(&path(store, sha256))?;
     if entry.format != FORMAT {
         return None;
     }
@@ -54,16 +55,7 @@ pub fn put(store: &Store, sha256: &Digest, info: &InfoFiles) -> Result<(), Store
         format: FORMAT,
         files,
     };
-    let path = path(store, sha256);
-    let dir = path.parent().expect("a cache file has a folder");
-    std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    write_replace(
-        &path,
-        &serde_json::to_vec(&entry).expect("an entry serialises"),
-    )
+    write_entry(&path(store, sha256), &entry)
 }
 
 fn path(store: &Store, sha256: &Digest) -> PathBuf {

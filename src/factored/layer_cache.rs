@@ -16,8 +16,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::store::{parse_digest, sha256_of, write_replace, MediaType, Store, StoreError};
+use crate::store::{parse_digest, sha256_of, MediaType, Store, StoreError};
 
+use super::cache_file::{read_entry, write_entry};
 use super::package_layer::{LayerKey, PackageLayer};
 
 /// One cached layer: a [`PackageLayer`] less its key and `already_stored`.
@@ -35,7 +36,7 @@ struct Entry {
 /// The layer built earlier for `key`, if the cache knows it and the store still holds
 /// its blob.
 pub fn get(store: &Store, key: &LayerKey) -> Option<PackageLayer> {
-    let entry: Entry = serde_json::from_slice(&std::fs::read(path(store, key)).ok()?).ok()?;
+    let entry: Entry = read_entry(&path(store, key))?;
     let digest = parse_digest(&entry.digest).ok()?;
     if store.stat(&digest).ok()?? != entry.size {
         return None;
@@ -64,16 +65,7 @@ pub fn put(store: &Store, layer: &PackageLayer) -> Result<(), StoreError> {
         label: layer.label.clone(),
         record: layer.record.clone(),
     };
-    let path = path(store, &layer.key);
-    let dir = path.parent().expect("a cache file has a folder");
-    std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    write_replace(
-        &path,
-        &serde_json::to_vec(&entry).expect("an entry serialises"),
-    )
+    write_entry(&path(store, &layer.key), &entry)
 }
 
 fn path(store: &Store, key: &LayerKey) -> PathBuf {

@@ -2,6 +2,7 @@
 //! layers (ARCHITECTURE.md, `factored`).
 
 pub mod artifact;
+mod cache_file;
 pub mod compose;
 mod info_cache;
 pub mod install;
