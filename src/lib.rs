@@ -58,6 +58,11 @@ pub use crate::oci::layers::{diff_id, Compression, LayerError};
 pub use crate::oci::manifest::{ManifestError, ManifestKind, RawManifest};
 pub use crate::oci::platform::{Platform, PlatformError};
 pub use crate::oci::reference::{registries, Reference, ReferenceError, DEFAULT_REGISTRY};
+pub use crate::oci::referrer::{
+    artifact_type_of, fallback_tag, referrer_descriptor, CosignTag, ReferrerFilter,
+    ANNOTATION_COSIGN_SIGNATURE, ANNOTATION_COSIGN_TAG, ARTIFACT_COSIGN_ATTESTATION,
+    ARTIFACT_COSIGN_SBOM, ARTIFACT_COSIGN_SIGNATURE, SIMPLE_SIGNING_MEDIA_TYPE,
+};
 
 // The OCI distribution client: pull and push on one configuration.
 pub use crate::registry::{

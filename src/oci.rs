@@ -11,4 +11,5 @@ pub mod layout;
 pub mod manifest;
 pub mod platform;
 pub mod reference;
+pub mod referrer;
 pub mod tar_entry;

@@ -1,6 +1,7 @@
 //! Garbage collection and disk usage: keep what refs (and extra roots such as a
 //! lockfile's images) reach, sweep the rest, and partial ingests nobody is writing.
 
+use std::collections::HashSet;
 use std::fs;
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ pub struct GcReport {
     pub partials_removed: usize,
     /// Bytes of their files.
     pub partial_bytes_freed: u64,
+    /// Referrers records dropped because their subject is no longer kept.
+    pub referrer_records_removed: usize,
 }
 
 /// How much room a store takes.
@@ -80,9 +83,33 @@ impl Store {
                     .iter()
                     .map(|d| ("extra root".to_string(), d.clone())),
             );
-        let live = live_digests(self, roots)?;
+        let mut live = live_digests(self, roots)?;
         drop(index);
         let mut report = GcReport::default();
+        // A referrer lives while its subject does (and a referrer's referrers while it
+        // does): grow the live set until no kept subject adds anything.
+        let subjects = self.referrer_subjects()?;
+        let mut expanded = HashSet::new();
+        loop {
+            let mut more = Vec::new();
+            for subject in &subjects {
+                if live.contains(subject) && expanded.insert(subject.clone()) {
+                    for referrer in self.referrers(subject)? {
+                        more.push((format!("referrer of {subject}"), referrer));
+                    }
+                }
+            }
+            if more.is_empty() {
+                break;
+            }
+            live.extend(live_digests(self, more)?);
+        }
+        for subject in subjects.iter().filter(|s| !live.contains(*s)) {
+            if !dry_run {
+                self.remove_referrers_record(subject)?;
+            }
+            report.referrer_records_removed += 1;
+        }
         for blob in self.blobs()? {
             let (digest, path, size) = blob?;
             if live.contains(&digest) {

@@ -20,6 +20,7 @@ mod layout;
 mod lock;
 pub mod media_type;
 mod partials;
+mod referrers;
 mod refs;
 mod verify;
 
