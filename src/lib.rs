@@ -63,6 +63,7 @@ pub use crate::oci::referrer::{
     ANNOTATION_COSIGN_SIGNATURE, ANNOTATION_COSIGN_TAG, ARTIFACT_COSIGN_ATTESTATION,
     ARTIFACT_COSIGN_SBOM, ARTIFACT_COSIGN_SIGNATURE, SIMPLE_SIGNING_MEDIA_TYPE,
 };
+pub use crate::oci::referrer::ANNOTATION_REFERRER_SUBJECT;
 
 // The OCI distribution client: pull and push on one configuration.
 pub use crate::registry::{
@@ -112,6 +113,7 @@ pub use crate::mirror::archive::{
     export, import, import_reader, plan_pins, plan_refs, ArchiveError, ArchiveFormat, ExportPlan,
     ExportReport, ExportedImage, ImportReport, ImportedImage,
 };
+pub use crate::mirror::archive::ExportedReferrer;
 pub use crate::mirror::copy::{copy, CopyError, CopyReport};
 pub use crate::mirror::serve::{
     bind, raise_fd_limit, serve, serve_with, ServeError, ServeOptions, Server,

@@ -4,11 +4,13 @@
 //!
 //! - [`export`]: the images of some refs (or of a lockfile's pins) and only the blobs
 //!   they need, streamed from the store into a deterministic tar (or copied into a
-//!   directory), each blob re-hashed on the way out.
+//!   directory), each blob re-hashed on the way out, with the referrers the store
+//!   records for them (`referrers`).
 //! - [`import`]: every blob of a layout goes through the store's ingest (size and digest
 //!   checked) in one pass over the archive; the refs of its `index.json` are recorded
-//!   only once every blob is in and every image is whole. On any failure the blobs this
-//!   import added are removed again, so the store is left as it was.
+//!   only once every blob is in and every image is whole, then its referrers. On any
+//!   failure the blobs this import added are removed again, so the store is left as
+//!   it was.
 
 mod closure;
 mod declared;
@@ -16,6 +18,7 @@ mod export;
 mod import;
 mod paths;
 mod plan;
+mod referrers;
 mod source;
 
 use std::path::PathBuf;
@@ -28,6 +31,7 @@ pub use crate::store::MissingBlob;
 pub use export::{export, ExportReport};
 pub use import::{import, import_reader, ImportReport, ImportedImage};
 pub use plan::{plan_pins, plan_refs, ExportPlan, ExportedImage};
+pub use referrers::ExportedReferrer;
 
 /// How an exported layout is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

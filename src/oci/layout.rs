@@ -30,7 +30,8 @@ pub fn blob_path(digest: &Digest) -> String {
 }
 
 /// An image the layout's `index.json` lists: its top manifest (or index) and the
-/// name the `org.opencontainers.image.ref.name` annotation gives it.
+/// name the `org.opencontainers.image.ref.name` annotation gives it. An empty name
+/// lists the manifest without that annotation (a referrer, carried for its subject).
 #[derive(Debug, Clone)]
 pub struct NamedImage {
     pub name: String,
@@ -62,8 +63,10 @@ pub fn index_json(images: &[NamedImage]) -> Vec<u8> {
         .map(|image| {
             let mut descriptor = image.descriptor.clone();
             let mut annotations = descriptor.annotations().clone().unwrap_or_default();
-            annotations.insert(REF_NAME_ANNOTATION.to_string(), image.name.clone());
-            descriptor.set_annotations(Some(annotations));
+            if !image.name.is_empty() {
+                annotations.insert(REF_NAME_ANNOTATION.to_string(), image.name.clone());
+            }
+            descriptor.set_annotations((!annotations.is_empty()).then_some(annotations));
             serde_json::to_value(&descriptor).expect("a descriptor serialises")
         })
         .collect();

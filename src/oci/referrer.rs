@@ -36,6 +36,10 @@ pub const ARTIFACT_COSIGN_SBOM: &str = "application/vnd.dev.cosign.artifact.sbom
 /// suffix a referrer was found under: `sig`, `att` or `sbom`.
 pub const ANNOTATION_COSIGN_TAG: &str = "dev.stowage.referrer.cosign-tag";
 
+/// The annotation on an exported layout's `index.json` entry for a referrer whose
+/// manifest names no `subject` (a cosign tag-schema signature): the subject's digest.
+pub const ANNOTATION_REFERRER_SUBJECT: &str = "dev.stowage.referrer.subject";
+
 /// One of cosign's tag suffixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CosignTag {

@@ -90,8 +90,12 @@ pub fn export(store: &Store, args: &ExportArgs, out: &Output) -> anyhow::Result<
 }
 
 fn export_line(report: &ExportReport) -> String {
+    let referrers = match report.referrers {
+        0 => String::new(),
+        n => format!(" with {n} referrer(s)"),
+    };
     format!(
-        "exported {} image(s), {} blobs ({}) to {} ({}, {}) in {:.1}s",
+        "exported {} image(s){referrers}, {} blobs ({}) to {} ({}, {}) in {:.1}s",
         report.images.len(),
         report.blobs,
         HumanBytes(report.blob_bytes),
@@ -111,6 +115,7 @@ fn export_json(report: &ExportReport) -> serde_json::Value {
             "digest": i.descriptor.digest().to_string(),
             "media_type": i.descriptor.media_type().to_string(),
         })).collect::<Vec<_>>(),
+        "referrers": report.referrers,
         "blobs": report.blobs,
         "blob_bytes": report.blob_bytes,
         "written": report.written,
@@ -136,6 +141,7 @@ pub fn import(store: &Store, args: &ImportArgs, out: &Output) -> anyhow::Result<
             "replaced": i.replaced.as_ref().map(ToString::to_string),
         })).collect::<Vec<_>>(),
         "unnamed": report.unnamed,
+        "referrers": report.referrers,
         "blobs": report.blobs,
         "blobs_added": report.blobs_added,
         "bytes_added": report.bytes_added,
@@ -150,8 +156,12 @@ fn import_line(report: &ImportReport) -> String {
         0 => String::new(),
         n => format!(" ({n} unnamed index entries left without a ref)"),
     };
+    let referrers = match report.referrers {
+        0 => String::new(),
+        n => format!(", {n} referrer(s) recorded"),
+    };
     format!(
-        "imported {} image(s) from {}: {} blobs, {} added ({}), {} already present, in {:.1}s{unnamed}",
+        "imported {} image(s){referrers} from {}: {} blobs, {} added ({}), {} already present, in {:.1}s{unnamed}",
         report.images.len(),
         report.source,
         report.blobs,

@@ -25,6 +25,8 @@ pub struct ExportReport {
     pub format: ArchiveFormat,
     pub output: PathBuf,
     pub images: Vec<ExportedImage>,
+    /// Referrer entries written (a referrer of two subjects counts twice).
+    pub referrers: usize,
     pub blobs: usize,
     pub blob_bytes: u64,
     /// Bytes written (the archive's size, or the directory's files).
@@ -56,6 +58,7 @@ pub fn export(
         format,
         output: output.to_path_buf(),
         images: plan.images.clone(),
+        referrers: plan.referrers.len(),
         blobs: plan.blobs.len(),
         blob_bytes: plan.bytes,
         written,
@@ -78,14 +81,17 @@ pub fn write_archive<W: Write>(
     )?)
 }
 
+/// index.json's entries: the images by name, then the referrers without one.
 fn named(plan: &ExportPlan) -> Vec<NamedImage> {
-    plan.images
-        .iter()
-        .map(|image| NamedImage {
-            name: image.name.clone(),
-            descriptor: image.descriptor.clone(),
-        })
-        .collect()
+    let images = plan.images.iter().map(|image| NamedImage {
+        name: image.name.clone(),
+        descriptor: image.descriptor.clone(),
+    });
+    let referrers = plan.referrers.iter().map(|referrer| NamedImage {
+        name: String::new(),
+        descriptor: referrer.descriptor.clone(),
+    });
+    images.chain(referrers).collect()
 }
 
 /// Writes the archive to a temporary file beside `path`, syncs it, and renames it into

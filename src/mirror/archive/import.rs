@@ -28,6 +28,7 @@ use crate::store::{
 
 use super::closure::needed;
 use super::declared::Declared;
+use super::referrers::{imported, record, ImportedReferrer};
 use super::source::{decompressed, read_dir, read_tar, LayoutSink};
 use super::{ArchiveError, ArchiveFormat, IoAt};
 use crate::oci::layout::blob_path;
@@ -52,8 +53,11 @@ pub struct ImportReport {
     pub source: String,
     pub format: ArchiveFormat,
     pub images: Vec<ImportedImage>,
-    /// index.json entries without a name (their blobs are imported, no ref is made).
+    /// index.json entries without a name that are no referrers (their blobs are
+    /// imported, no ref is made).
     pub unnamed: usize,
+    /// Referrers recorded (unnamed entries naming a subject).
+    pub referrers: usize,
     /// Distinct blobs in the layout.
     pub blobs: usize,
     pub blobs_added: usize,
@@ -114,11 +118,12 @@ fn run(
     };
     let result = read(&mut importer).and_then(|()| importer.finish());
     match result {
-        Ok((images, unnamed)) => Ok(ImportReport {
+        Ok((images, unnamed, referrers)) => Ok(ImportReport {
             source: source_name.to_string(),
             format,
             images,
             unnamed,
+            referrers,
             blobs: importer.seen.len(),
             blobs_added: importer.added.len(),
             bytes_added: importer.bytes_added,
@@ -352,9 +357,10 @@ impl Importer<'_> {
         }
     }
 
-    /// Checks that every image of index.json is whole, then records the named ones.
-    /// Returns them and the number of unnamed entries.
-    fn finish(&mut self) -> Result<(Vec<ImportedImage>, usize), ArchiveError> {
+    /// Checks that every image of index.json is whole, then records the named ones and
+    /// the referrers. Returns the images, the number of other unnamed entries and the
+    /// number of referrers.
+    fn finish(&mut self) -> Result<(Vec<ImportedImage>, usize, usize), ArchiveError> {
         if !self.layout_marker {
             return Err(self.not_a_layout("no oci-layout file"));
         }
@@ -390,10 +396,14 @@ impl Importer<'_> {
         }
         let mut images = Vec::new();
         let mut named = Vec::new();
+        let mut referrers: Vec<ImportedReferrer> = Vec::new();
         let mut unnamed = 0;
-        for (name, descriptor) in entries {
+        for (position, (name, descriptor)) in entries.into_iter().enumerate() {
             let Some(name) = name else {
-                unnamed += 1;
+                match imported(self.store, &self.source_name, position, &descriptor)? {
+                    Some(referrer) => referrers.push(referrer),
+                    None => unnamed += 1,
+                }
                 continue;
             };
             let before = self.store.resolve_ref(&name)?.map(|d| d.digest().clone());
@@ -409,11 +419,12 @@ impl Importer<'_> {
         self.store.set_refs(&named)?;
         // set_ref makes the blobs durable before naming them; without refs, do it here.
         self.store.sync_blob_dirs()?;
-        Ok((images, unnamed))
+        record(self.store, &referrers)?;
+        Ok((images, unnamed, referrers.len()))
     }
 
-    /// Removes the blobs this import added, except any a ref reaches by now (another
-    /// process may have named them meanwhile).
+    /// Removes the blobs this import added, except any a ref or a recorded referrer
+    /// reaches by now (another process may have named them meanwhile).
     fn roll_back(&self) {
         if self.added.is_empty() {
             return;
@@ -423,7 +434,13 @@ impl Importer<'_> {
             .refs()
             .ok()
             .map(|refs| {
-                let roots: Vec<_> = refs.into_iter().map(|r| (r.name, r.descriptor)).collect();
+                let mut roots: Vec<_> = refs.into_iter().map(|r| (r.name, r.descriptor)).collect();
+                let recorded = self.store.all_referrers().unwrap_or_default();
+                roots.extend(recorded.into_iter().flat_map(|(subject, referrers)| {
+                    referrers
+                        .into_iter()
+                        .map(move |r| (format!("referrer of {subject}"), r))
+                }));
                 needed(self.store, &roots)
                     .map(|n| n.blobs.into_keys().collect())
                     .unwrap_or_default()

@@ -12,6 +12,7 @@ use crate::oci::platform::Platform;
 use crate::store::{Descriptor, Digest, MediaType, Store, MANIFEST_LIMIT};
 
 use super::closure::needed;
+use super::referrers::{carried, ExportedReferrer};
 use super::{ArchiveError, MissingBlob};
 
 /// One image of an export: the name its index.json entry carries, and the manifest (or
@@ -22,10 +23,13 @@ pub struct ExportedImage {
     pub descriptor: Descriptor,
 }
 
-/// What an export writes: the images and every blob they need, sorted by digest.
+/// What an export writes: the images, the referrers the store records for them, and
+/// every blob they need, sorted by digest.
 #[derive(Debug, Clone)]
 pub struct ExportPlan {
     pub images: Vec<ExportedImage>,
+    /// Signatures, SBOMs and attestations of the images (and of each other).
+    pub referrers: Vec<ExportedReferrer>,
     pub blobs: Vec<Descriptor>,
     /// The blobs' total size.
     pub bytes: u64,
@@ -94,19 +98,21 @@ pub fn plan_pins(
     plan(store, roots, missing, hint)
 }
 
-/// Walks the roots; refuses the export when anything is missing.
+/// Walks the roots and their referrers; refuses the export when anything is missing.
 fn plan(
     store: &Store,
     roots: Vec<(String, Descriptor)>,
     mut missing: Vec<MissingBlob>,
     hint: String,
 ) -> Result<ExportPlan, ArchiveError> {
-    let needed = needed(store, &roots)?;
+    let mut needed = needed(store, &roots)?;
     missing.extend(needed.missing.iter().cloned());
     if !missing.is_empty() {
         return Err(ArchiveError::Incomplete { missing, hint });
     }
+    let referrers = carried(store, &mut needed)?;
     Ok(ExportPlan {
+        referrers,
         bytes: needed.bytes(),
         images: roots
             .into_iter()
