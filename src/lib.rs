@@ -79,6 +79,7 @@ pub use crate::pull::pinned::{
     is_locally_available, pull_verified, pull_verified_v2, verify_layer_digests, LayerCheckError,
 };
 pub use crate::pull::progress::{ProgressReporter, Silent, TerminalProgress};
+pub use crate::pull::referrers::{pull_referrers, PulledReferrer, ReferrerError};
 pub use crate::pull::{
     pull, pull_many, resolve_digest, PullError, PullOptions, PullReport, ResolvedDigest,
 };

@@ -8,6 +8,7 @@ mod in_flight;
 mod many;
 pub mod pinned;
 pub mod progress;
+pub mod referrers;
 pub mod tagcache;
 
 use std::sync::Arc;
@@ -19,8 +20,10 @@ use serde::Serialize;
 use crate::oci::manifest::{platform_entry, platforms, ManifestError, ManifestKind, RawManifest};
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
+use crate::oci::referrer::ReferrerFilter;
 use crate::pull::expect::{Expectations, Mismatch};
 use crate::pull::progress::ProgressReporter;
+use crate::pull::referrers::{PulledReferrer, ReferrerError};
 use crate::pull::tagcache::TagCache;
 use crate::registry::{BlobOptions, Client, RegistryError};
 use crate::store::{Digest, Store, StoreError, MANIFEST_LIMIT};
@@ -47,6 +50,9 @@ pub struct PullOptions {
     /// zero asks the registry every time.
     pub ttl: std::time::Duration,
     pub blobs: BlobOptions,
+    /// Also carry the image's referrers (of the index and of each image kept) that
+    /// this filter wants; offline, report those the store records.
+    pub referrers: Option<ReferrerFilter>,
 }
 
 impl Default for PullOptions {
@@ -58,6 +64,7 @@ impl Default for PullOptions {
             offline: false,
             ttl: std::time::Duration::ZERO,
             blobs: BlobOptions::default(),
+            referrers: None,
         }
     }
 }
@@ -76,6 +83,9 @@ pub struct PullReport {
     pub bytes_fetched: u64,
     pub bytes_present: u64,
     pub seconds: f64,
+    /// The referrers carried, when they were asked for (`PullOptions::referrers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referrers: Option<Vec<PulledReferrer>>,
 }
 
 /// Why a pull failed.
@@ -89,6 +99,14 @@ pub enum PullError {
     Mismatch(Mismatch),
     #[error("{reference} is not in the store (offline: nothing was fetched){detail}")]
     NotLocal { reference: String, detail: String },
+    #[error(transparent)]
+    Referrers(Box<ReferrerError>),
+}
+
+impl From<ReferrerError> for PullError {
+    fn from(e: ReferrerError) -> Self {
+        PullError::Referrers(Box::new(e))
+    }
 }
 
 /// A manifest that cannot be used is the registry's `BadManifest`, read from the
@@ -124,7 +142,7 @@ pub async fn pull(
     progress: Arc<dyn ProgressReporter>,
 ) -> Result<PullReport, PullError> {
     let _lease = store.lease()?;
-    let pulled = pull_unrecorded(client, store, reference, options, progress).await?;
+    let pulled = pull_unrecorded(client.clone(), store, reference, options, progress).await?;
     if let Some((name, root)) = &pulled.new_ref {
         store.set_ref(name, root)?;
         TagCache::new(store).put(name, root.digest())?;
@@ -132,7 +150,37 @@ pub async fn pull(
     if let Err(e) = store.record_use(&[&pulled.report.reference]) {
         tracing::warn!("recording the use of {}: {e}", pulled.report.reference);
     }
-    Ok(pulled.report)
+    let mut report = pulled.report;
+    if let Some(filter) = &options.referrers {
+        report.referrers = Some(
+            carry_referrers(&client, store, reference, &pulled.subjects, filter, options).await?,
+        );
+    }
+    Ok(report)
+}
+
+/// The referrers `filter` wants of each of `subjects`, carried into the store.
+pub(crate) async fn carry_referrers(
+    client: &Arc<Client>,
+    store: &Store,
+    reference: &Reference,
+    subjects: &[Digest],
+    filter: &ReferrerFilter,
+    options: &PullOptions,
+) -> Result<Vec<PulledReferrer>, PullError> {
+    let mut carried = Vec::new();
+    for subject in subjects {
+        let found =
+            referrers::pull_referrers_with(client, store, reference, subject, filter, options)
+                .await?;
+        carried.extend(
+            found
+                .referrers
+                .iter()
+                .map(|d| PulledReferrer::of(subject, d)),
+        );
+    }
+    Ok(carried)
 }
 
 /// A pull whose ref is still to be recorded.
@@ -141,6 +189,9 @@ pub(crate) struct Pulled {
     /// The ref to record (and the tag resolution to cache), when the image was
     /// resolved from the registry: `None` when the store's ref already named it.
     pub new_ref: Option<(String, Descriptor)>,
+    /// What referrers are looked for: the index the image came from, when one was
+    /// fetched or kept, then each image's manifest.
+    pub subjects: Vec<Digest>,
 }
 
 /// [`pull`] without recording the ref, for callers that pull many images and record
@@ -254,6 +305,13 @@ pub(crate) async fn pull_unrecorded(
             (descriptor, index.as_ref().map(|i| i.digest.to_string()))
         }
     };
+    let subjects: Vec<Digest> = resolved
+        .index
+        .iter()
+        .map(|i| i.digest.clone())
+        .chain(resolved.recorded_index.clone())
+        .chain(resolved.images.iter().map(|(m, _, _)| m.digest.clone()))
+        .collect();
     let (root, new_ref) = match resolved.stored {
         Some(stored) => (stored, None),
         None => (root.clone(), Some((name.clone(), root))),
@@ -271,8 +329,13 @@ pub(crate) async fn pull_unrecorded(
         bytes_fetched,
         bytes_present,
         seconds: started.elapsed().as_secs_f64(),
+        referrers: None,
     };
-    Ok(Pulled { report, new_ref })
+    Ok(Pulled {
+        report,
+        new_ref,
+        subjects,
+    })
 }
 
 /// Whether the tag cache resolved `name` within `ttl` to what the store's ref holds,

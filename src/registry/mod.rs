@@ -14,6 +14,7 @@ mod error;
 mod low_speed;
 mod manifest;
 mod push;
+mod referrers;
 mod retry;
 mod split;
 
