@@ -40,6 +40,7 @@ pub mod fuzzing;
 mod lock;
 mod mirror;
 mod oci;
+mod policy;
 mod pull;
 mod registry;
 mod runtime;
@@ -119,6 +120,10 @@ pub use crate::mirror::copy::{copy, CopyError, CopyReport};
 pub use crate::mirror::serve::{
     bind, raise_fd_limit, serve, serve_with, ServeError, ServeOptions, Server,
 };
+
+// Signature policy: containers-policy.json(5) scopes, checked offline against the
+// cosign signatures in the store.
+pub use crate::policy::{signed_subjects, Policy, PolicyError, Refusal, Verdict, SYSTEM_POLICY};
 
 // Container runtimes: load stored images into podman or docker, run them, warm them.
 pub use crate::runtime::warm::{

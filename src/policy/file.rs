@@ -1,0 +1,514 @@
+//! The containers-policy.json(5) format, as far as stowage checks it: the `default`
+//! requirements and the `docker` transport's scopes. Other transports (`atomic`,
+//! `docker-daemon`, `oci`, ...) name images stowage never reads, so they are ignored,
+//! unchecked. Requirements stowage cannot check are refused when the file is read,
+//! never passed silently: `signedBy` (GPG), `signedBaseLayer`, and the keyless forms
+//! of `sigstoreSigned` (Fulcio, Rekor, PKI).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use p256::ecdsa::VerifyingKey;
+use p256::pkcs8::DecodePublicKey;
+use serde_json::{Map, Value};
+
+use super::error::PolicyError;
+
+/// The one transport whose scopes apply to registry images.
+const DOCKER: &str = "docker";
+
+/// A parsed policy: the requirements for images no scope names, and the docker
+/// transport's scopes (`""` is the transport's own default).
+#[derive(Debug, Clone)]
+pub struct PolicyFile {
+    pub path: PathBuf,
+    pub default: Vec<Requirement>,
+    pub docker: BTreeMap<String, Vec<Requirement>>,
+}
+
+/// One requirement of a scope; an image must meet every requirement of its scope.
+#[derive(Debug, Clone)]
+pub enum Requirement {
+    /// Anything is accepted.
+    InsecureAcceptAnything,
+    /// Nothing is accepted.
+    Reject,
+    /// A cosign signature made with one of these keys, for this identity.
+    SigstoreSigned {
+        keys: Vec<PublicKey>,
+        identity: SignedIdentity,
+    },
+}
+
+impl Requirement {
+    /// Whether meeting it needs the image's signatures (so a pull fetches them).
+    pub fn needs_signatures(&self) -> bool {
+        matches!(self, Requirement::SigstoreSigned { .. })
+    }
+}
+
+/// A public key from the policy, with where it came from (for messages).
+#[derive(Debug, Clone)]
+pub struct PublicKey {
+    /// `keyPath /etc/pki/cosign.pub`, or `keyData`.
+    pub source: String,
+    pub key: VerifyingKey,
+}
+
+/// Which `docker-reference` in a signature's payload is accepted for an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignedIdentity {
+    /// A tagged image: the same repository and tag; an image named by digest: the same
+    /// repository (the default).
+    MatchRepoDigestOrExact,
+    /// The same repository, any tag.
+    MatchRepository,
+    /// The same repository and tag (never an image named by digest alone).
+    MatchExact,
+    /// Exactly this reference, whatever the image is called.
+    ExactReference(String),
+    /// This repository, whatever the image is called.
+    ExactRepository(String),
+}
+
+impl SignedIdentity {
+    /// The `type` as the policy spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SignedIdentity::MatchRepoDigestOrExact => "matchRepoDigestOrExact",
+            SignedIdentity::MatchRepository => "matchRepository",
+            SignedIdentity::MatchExact => "matchExact",
+            SignedIdentity::ExactReference(_) => "exactReference",
+            SignedIdentity::ExactRepository(_) => "exactRepository",
+        }
+    }
+}
+
+impl PolicyFile {
+    /// Parses a policy's bytes; `path` names it in messages and its folder is where
+    /// relative `keyPath`s are found.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, PolicyError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|source| PolicyError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let reader = Reader {
+            path,
+            base: path.parent().unwrap_or(Path::new(".")),
+        };
+        let top = value
+            .as_object()
+            .ok_or_else(|| reader.invalid("(top level)", "the policy is not a JSON object"))?;
+        for key in top.keys() {
+            if key != "default" && key != "transports" {
+                return Err(reader.invalid("(top level)", format!("unknown field {key:?}")));
+            }
+        }
+        let default = match top.get("default") {
+            Some(list) => reader.requirements("default", list)?,
+            None => {
+                return Err(reader.invalid(
+                    "default",
+                    "no \"default\" requirements (containers/image refuses such a policy too)",
+                ))
+            }
+        };
+        let mut docker = BTreeMap::new();
+        if let Some(transports) = top.get("transports") {
+            let transports = transports
+                .as_object()
+                .ok_or_else(|| reader.invalid("transports", "not an object"))?;
+            if let Some(scopes) = transports.get(DOCKER) {
+                let scopes = scopes
+                    .as_object()
+                    .ok_or_else(|| reader.invalid("transports.docker", "not an object"))?;
+                for (scope, list) in scopes {
+                    let label = scope_label(scope);
+                    check_scope(scope).map_err(|detail| reader.invalid(&label, detail))?;
+                    docker.insert(scope.clone(), reader.requirements(&label, list)?);
+                }
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            default,
+            docker,
+        })
+    }
+}
+
+/// How a scope is named in messages: `default`, or `transports.docker."<scope>"`.
+pub fn scope_label(scope: &str) -> String {
+    format!("transports.docker.{scope:?}")
+}
+
+/// A docker scope is `""`, a wildcard host (`*.example.com`), or a reference or
+/// namespace written in full (`registry.example/ns/repo[:tag|@digest]`).
+fn check_scope(scope: &str) -> Result<(), String> {
+    if scope.is_empty() {
+        return Ok(());
+    }
+    if let Some(rest) = scope.strip_prefix("*.") {
+        if rest.is_empty() || rest.contains(['/', '*']) {
+            return Err("a wildcard scope names a host only: *.example.com".into());
+        }
+        return Ok(());
+    }
+    if scope.contains('*') {
+        return Err("a wildcard may only begin a host scope: *.example.com".into());
+    }
+    if scope.starts_with('/') || scope.ends_with('/') || scope.contains("//") {
+        return Err("not a registry, namespace or image reference".into());
+    }
+    Ok(())
+}
+
+struct Reader<'a> {
+    path: &'a Path,
+    base: &'a Path,
+}
+
+impl Reader<'_> {
+    fn invalid(&self, scope: &str, detail: impl Into<String>) -> PolicyError {
+        PolicyError::Invalid {
+            path: self.path.to_path_buf(),
+            scope: scope.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    fn unsupported(&self, scope: &str, what: impl Into<String>) -> PolicyError {
+        PolicyError::Unsupported {
+            path: self.path.to_path_buf(),
+            scope: scope.to_string(),
+            what: what.into(),
+        }
+    }
+
+    fn requirements(&self, scope: &str, list: &Value) -> Result<Vec<Requirement>, PolicyError> {
+        let list = list
+            .as_array()
+            .ok_or_else(|| self.invalid(scope, "the requirements are not a list"))?;
+        if list.is_empty() {
+            return Err(self.invalid(
+                scope,
+                "an empty list of requirements (write [{\"type\": \"insecureAcceptAnything\"}] \
+                 to accept anything)",
+            ));
+        }
+        list.iter().map(|r| self.requirement(scope, r)).collect()
+    }
+
+    fn requirement(&self, scope: &str, value: &Value) -> Result<Requirement, PolicyError> {
+        let object = value
+            .as_object()
+            .ok_or_else(|| self.invalid(scope, "a requirement is not an object"))?;
+        let kind = object
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| self.invalid(scope, "a requirement has no \"type\""))?;
+        match kind {
+            "insecureAcceptAnything" | "reject" => {
+                self.only_fields(scope, kind, object, &[])?;
+                Ok(if kind == "reject" {
+                    Requirement::Reject
+                } else {
+                    Requirement::InsecureAcceptAnything
+                })
+            }
+            "sigstoreSigned" => self.sigstore(scope, object),
+            "signedBy" => Err(self.unsupported(scope, "signedBy (GPG signatures)")),
+            "signedBaseLayer" => Err(self.unsupported(scope, "signedBaseLayer")),
+            other => Err(self.invalid(scope, format!("unknown requirement type {other:?}"))),
+        }
+    }
+
+    fn only_fields(
+        &self,
+        scope: &str,
+        kind: &str,
+        object: &Map<String, Value>,
+        allowed: &[&str],
+    ) -> Result<(), PolicyError> {
+        match object
+            .keys()
+            .find(|k| *k != "type" && !allowed.contains(&k.as_str()))
+        {
+            Some(k) => Err(self.invalid(scope, format!("{kind}: unknown field {k:?}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn sigstore(
+        &self,
+        scope: &str,
+        object: &Map<String, Value>,
+    ) -> Result<Requirement, PolicyError> {
+        for keyless in [
+            "fulcio",
+            "pki",
+            "rekorPublicKeyPath",
+            "rekorPublicKeyPaths",
+            "rekorPublicKeyData",
+            "rekorPublicKeyDatas",
+        ] {
+            if object.contains_key(keyless) {
+                return Err(self.unsupported(scope, format!("sigstoreSigned with {keyless}")));
+            }
+        }
+        self.only_fields(
+            scope,
+            "sigstoreSigned",
+            object,
+            &[
+                "keyPath",
+                "keyPaths",
+                "keyData",
+                "keyDatas",
+                "signedIdentity",
+            ],
+        )?;
+        // The identity first: an unsupported one is named before any key is read.
+        let identity = match object.get("signedIdentity") {
+            None => SignedIdentity::MatchRepoDigestOrExact,
+            Some(identity) => self.identity(scope, identity)?,
+        };
+        let mut keys = Vec::new();
+        let mut given = 0;
+        if let Some(path) = object.get("keyPath") {
+            given += 1;
+            keys.push(self.key_file(scope, path)?);
+        }
+        if let Some(paths) = object.get("keyPaths") {
+            given += 1;
+            for path in self.list(scope, "keyPaths", paths)? {
+                keys.push(self.key_file(scope, path)?);
+            }
+        }
+        if let Some(data) = object.get("keyData") {
+            given += 1;
+            keys.push(self.key_data(scope, "keyData", data)?);
+        }
+        if let Some(datas) = object.get("keyDatas") {
+            given += 1;
+            for data in self.list(scope, "keyDatas", datas)? {
+                keys.push(self.key_data(scope, "keyDatas", data)?);
+            }
+        }
+        if given != 1 {
+            return Err(self.invalid(
+                scope,
+                "sigstoreSigned needs exactly one of keyPath, keyPaths, keyData, keyDatas",
+            ));
+        }
+        Ok(Requirement::SigstoreSigned { keys, identity })
+    }
+
+    fn list<'v>(
+        &self,
+        scope: &str,
+        field: &str,
+        value: &'v Value,
+    ) -> Result<&'v Vec<Value>, PolicyError> {
+        match value.as_array() {
+            Some(list) if !list.is_empty() => Ok(list),
+            _ => Err(self.invalid(scope, format!("{field} is not a non-empty list"))),
+        }
+    }
+
+    fn key_file(&self, scope: &str, path: &Value) -> Result<PublicKey, PolicyError> {
+        let given = path
+            .as_str()
+            .ok_or_else(|| self.invalid(scope, "a keyPath is not a string"))?;
+        let path = self.base.join(given);
+        let pem = std::fs::read(&path)
+            .map_err(|e| self.invalid(scope, format!("reading the key {}: {e}", path.display())))?;
+        self.key(scope, format!("keyPath {}", path.display()), &pem)
+    }
+
+    fn key_data(&self, scope: &str, field: &str, data: &Value) -> Result<PublicKey, PolicyError> {
+        let pem = data
+            .as_str()
+            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+            .ok_or_else(|| self.invalid(scope, format!("{field} is not base64 of a PEM key")))?;
+        self.key(scope, field.to_string(), &pem)
+    }
+
+    fn key(&self, scope: &str, source: String, pem: &[u8]) -> Result<PublicKey, PolicyError> {
+        let text = std::str::from_utf8(pem)
+            .map_err(|_| self.invalid(scope, format!("{source}: not a PEM public key")))?;
+        let key = VerifyingKey::from_public_key_pem(text.trim()).map_err(|e| {
+            self.invalid(
+                scope,
+                format!(
+                    "{source}: not an ECDSA P-256 public key in PEM (a \"PUBLIC KEY\" block, \
+                     as `cosign generate-key-pair` writes cosign.pub; other key types are \
+                     not supported): {e}"
+                ),
+            )
+        })?;
+        Ok(PublicKey { source, key })
+    }
+
+    fn identity(&self, scope: &str, value: &Value) -> Result<SignedIdentity, PolicyError> {
+        let object = value
+            .as_object()
+            .ok_or_else(|| self.invalid(scope, "signedIdentity is not an object"))?;
+        let kind = object
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| self.invalid(scope, "signedIdentity has no \"type\""))?;
+        let field = |name: &str| -> Result<String, PolicyError> {
+            self.only_fields(scope, kind, object, &[name])?;
+            object
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| self.invalid(scope, format!("{kind} needs {name:?}")))
+        };
+        let identity = match kind {
+            "matchRepoDigestOrExact" => SignedIdentity::MatchRepoDigestOrExact,
+            "matchRepository" => SignedIdentity::MatchRepository,
+            "matchExact" => SignedIdentity::MatchExact,
+            "exactReference" => {
+                return Ok(SignedIdentity::ExactReference(field("dockerReference")?))
+            }
+            "exactRepository" => {
+                return Ok(SignedIdentity::ExactRepository(field("dockerRepository")?))
+            }
+            "remapIdentity" => return Err(self.unsupported(scope, "signedIdentity remapIdentity")),
+            other => {
+                return Err(self.invalid(scope, format!("unknown signedIdentity type {other:?}")))
+            }
+        };
+        self.only_fields(scope, kind, object, &[])?;
+        Ok(identity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use p256::ecdsa::SigningKey;
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
+
+    use super::*;
+
+    fn pem() -> String {
+        SigningKey::from_slice(&[7u8; 32])
+            .unwrap()
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap()
+    }
+
+    fn parse_in(dir: &Path, json: &str) -> Result<PolicyFile, PolicyError> {
+        PolicyFile::parse(&dir.join("policy.json"), json.as_bytes())
+    }
+
+    fn parse(json: &str) -> Result<PolicyFile, PolicyError> {
+        parse_in(Path::new("/nonexistent"), json)
+    }
+
+    #[test]
+    fn keys_come_from_a_relative_path_or_from_base64_data() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        std::fs::write(dir.path().join("keys/cosign.pub"), pem()).unwrap();
+        let data = base64::engine::general_purpose::STANDARD.encode(pem());
+        let policy = parse_in(
+            dir.path(),
+            &format!(
+                r#"{{"default": [{{"type": "sigstoreSigned", "keyPath": "keys/cosign.pub"}}],
+                    "transports": {{"docker": {{"r.example/a": [{{"type": "sigstoreSigned",
+                        "keyData": "{data}", "signedIdentity": {{"type": "matchRepository"}}}}]}}}}}}"#
+            ),
+        )
+        .unwrap();
+        let Requirement::SigstoreSigned { keys, identity } = &policy.default[0] else {
+            panic!("{:?}", policy.default);
+        };
+        assert_eq!(*identity, SignedIdentity::MatchRepoDigestOrExact);
+        assert_eq!(
+            keys[0].source,
+            format!("keyPath {}", dir.path().join("keys/cosign.pub").display())
+        );
+        let Requirement::SigstoreSigned { keys, identity } = &policy.docker["r.example/a"][0]
+        else {
+            panic!("{:?}", policy.docker);
+        };
+        assert_eq!(*identity, SignedIdentity::MatchRepository);
+        assert_eq!(keys[0].source, "keyData");
+    }
+
+    #[test]
+    fn what_cannot_be_checked_is_refused_when_the_file_is_read() {
+        for (requirement, named) in [
+            (
+                r#"{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/k.gpg"}"#,
+                "signedBy",
+            ),
+            (r#"{"type": "sigstoreSigned", "fulcio": {}}"#, "fulcio"),
+            (
+                r#"{"type": "sigstoreSigned", "keyPath": "/k", "signedIdentity": {"type": "remapIdentity", "prefix": "a", "signedPrefix": "b"}}"#,
+                "remapIdentity",
+            ),
+        ] {
+            let json = format!(
+                r#"{{"default": [{{"type": "reject"}}], "transports": {{"docker": {{"r.example": [{requirement}]}}}}}}"#
+            );
+            let e = parse(&json).unwrap_err().to_string();
+            assert!(
+                e.contains("not supported") && e.contains(named) && e.contains("r.example"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_policies_are_refused_with_the_scope_named() {
+        let cases = [
+            (r#"{"transports": {}}"#, "no \"default\""),
+            (r#"{"default": []}"#, "an empty list"),
+            (
+                r#"{"default": [{"type": "reject"}], "transports": {"docker": {"r.example": []}}}"#,
+                "transports.docker.\"r.example\": an empty list",
+            ),
+            (
+                r#"{"default": [{"type": "acceptSome"}]}"#,
+                "unknown requirement type",
+            ),
+            (
+                r#"{"default": [{"type": "sigstoreSigned"}]}"#,
+                "exactly one of keyPath",
+            ),
+            (
+                r#"{"default": [{"type": "sigstoreSigned", "keyPath": "/no/such/key.pub"}]}"#,
+                "/no/such/key.pub",
+            ),
+            (
+                r#"{"default": [{"type": "sigstoreSigned", "keyData": "bm90IGEga2V5"}]}"#,
+                "not an ECDSA P-256 public key",
+            ),
+            (
+                r#"{"default": [{"type": "reject", "keyPath": "/k"}]}"#,
+                "unknown field",
+            ),
+        ];
+        for (json, expected) in cases {
+            let e = parse(json).unwrap_err().to_string();
+            assert!(e.contains(expected), "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn other_transports_are_ignored_unread() {
+        let policy = parse(
+            r#"{"default": [{"type": "insecureAcceptAnything"}],
+                "transports": {"docker-daemon": {"": [{"type": "insecureAcceptAnything"}]},
+                               "atomic": {"r.example": [{"type": "signedBy"}]}}}"#,
+        )
+        .unwrap();
+        assert!(policy.docker.is_empty());
+    }
+}

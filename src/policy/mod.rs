@@ -1,0 +1,179 @@
+//! Signature policy: a containers-policy.json(5) file, the scope of it that applies to
+//! an image, and that scope's requirements checked offline against the cosign
+//! signatures in the store. With no policy at all, nothing but digests is checked.
+
+mod cosign;
+mod error;
+mod file;
+mod identity;
+mod scope;
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{Digest, ImageIndex};
+
+use crate::oci::reference::Reference;
+use crate::store::{Store, MANIFEST_LIMIT};
+
+pub use self::error::{PolicyError, Refusal};
+use self::file::{PolicyFile, Requirement};
+
+/// Where podman looks for a user's policy, under `$HOME`.
+const USER_POLICY: &str = ".config/containers/policy.json";
+/// Where podman looks for the system's policy.
+pub const SYSTEM_POLICY: &str = "/etc/containers/policy.json";
+
+/// A signature policy read from a containers-policy.json(5) file.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    file: PolicyFile,
+}
+
+/// An image the policy accepts: under which scope, and what met each requirement.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verdict {
+    pub policy: PathBuf,
+    pub scope: String,
+    pub accepted_by: Vec<String>,
+}
+
+impl Policy {
+    /// Reads and checks a policy file; a requirement stowage cannot check (`signedBy`,
+    /// keyless `sigstoreSigned`) is an error here, never a silent pass.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// A policy from its bytes; `path` names it in messages, and relative `keyPath`s
+    /// are found from its folder.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, PolicyError> {
+        Ok(Self {
+            file: PolicyFile::parse(path, bytes)?,
+        })
+    }
+
+    /// Where podman finds the policy when none is given: `$HOME/.config/containers/
+    /// policy.json`, else `/etc/containers/policy.json`; `None` when neither exists.
+    pub fn find_default() -> Option<PathBuf> {
+        let user = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|home| PathBuf::from(home).join(USER_POLICY));
+        user.into_iter()
+            .chain([PathBuf::from(SYSTEM_POLICY)])
+            .find(|p| p.exists())
+    }
+
+    /// The policy given, else the one podman would find, else none (digests only).
+    pub fn given_or_default(given: Option<&Path>) -> Result<Option<Self>, PolicyError> {
+        match given.map(Path::to_path_buf).or_else(Self::find_default) {
+            Some(path) => Self::load(&path).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The file it was read from.
+    pub fn path(&self) -> &Path {
+        &self.file.path
+    }
+
+    /// The label of the scope that applies to `image` (`transports.docker."<scope>"`
+    /// or `default`).
+    pub fn scope_of(&self, image: &Reference) -> String {
+        scope::lookup(&self.file, image).0
+    }
+
+    /// Whether the scope that applies to `image` needs its signatures (so a pull
+    /// fetches them before the check).
+    pub fn needs_signatures(&self, image: &Reference) -> bool {
+        scope::lookup(&self.file, image)
+            .1
+            .iter()
+            .any(Requirement::needs_signatures)
+    }
+
+    /// Checks `image` (its name, as the store records it) against its scope, with the
+    /// signatures the store holds for `digests` (the image's manifest first, then the
+    /// index it was chosen from, if any: see [`signed_subjects`]). Every requirement of
+    /// the scope must be met; a refusal names the image, the scope and each reason.
+    pub fn check(
+        &self,
+        store: &Store,
+        image: &str,
+        digests: &[Digest],
+    ) -> Result<Verdict, PolicyError> {
+        let reference: Reference = image.parse().map_err(|e| PolicyError::BadImage {
+            image: image.to_string(),
+            detail: format!("{e}"),
+        })?;
+        let (scope, requirements) = scope::lookup(&self.file, &reference);
+        let mut accepted_by = Vec::new();
+        let mut reasons = Vec::new();
+        for requirement in requirements {
+            match requirement {
+                Requirement::InsecureAcceptAnything => {
+                    accepted_by.push("insecureAcceptAnything".to_string())
+                }
+                Requirement::Reject => {
+                    reasons.push("the scope rejects every image (\"type\": \"reject\")".into())
+                }
+                Requirement::SigstoreSigned { keys, identity } => {
+                    let outcome = cosign::verify(store, &reference, digests, keys, identity)
+                        .map_err(|source| PolicyError::Store {
+                            image: image.to_string(),
+                            source,
+                        })?;
+                    match outcome {
+                        Ok(ok) => accepted_by.push(format!(
+                            "sigstoreSigned: signature {} of {} verifies with {}",
+                            ok.signature, ok.subject, ok.key
+                        )),
+                        Err(problems) => reasons.extend(problems),
+                    }
+                }
+            }
+        }
+        if !reasons.is_empty() {
+            return Err(PolicyError::Refused(Refusal {
+                image: image.to_string(),
+                policy: self.file.path.clone(),
+                scope,
+                reasons,
+            }));
+        }
+        Ok(Verdict {
+            policy: self.file.path.clone(),
+            scope,
+            accepted_by,
+        })
+    }
+}
+
+/// The digests whose signatures stand for a stored manifest: the manifest's own, then
+/// each stored index that has referrers recorded and lists it (cosign signs what a tag
+/// names, often the index; the index, stored by digest, vouches for its entries).
+pub fn signed_subjects(store: &Store, manifest: &Digest) -> Result<Vec<Digest>, PolicyError> {
+    let mut subjects = vec![manifest.clone()];
+    let store_error = |source| PolicyError::Store {
+        image: manifest.to_string(),
+        source,
+    };
+    for (subject, _) in store.all_referrers().map_err(store_error)? {
+        if subject == *manifest || !store.has(&subject) {
+            continue;
+        }
+        let Ok(bytes) = store.read_blob(&subject, MANIFEST_LIMIT) else {
+            continue;
+        };
+        let Ok(index) = serde_json::from_slice::<ImageIndex>(&bytes) else {
+            continue;
+        };
+        if index.manifests().iter().any(|d| d.digest() == manifest) {
+            subjects.push(subject);
+        }
+    }
+    Ok(subjects)
+}
