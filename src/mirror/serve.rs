@@ -7,7 +7,11 @@
 //!   own media type as `Content-Type`, `Docker-Content-Digest` and `Content-Length`;
 //! - `/v2/<name>/blobs/<digest>`: any stored blob, streamed from disk, with
 //!   `Range: bytes=a-b`, `bytes=a-` and `bytes=-n` (206, or 416 past the end);
-//! - `/v2/<name>/tags/list` and `/v2/_catalog`, paginated with `n` and `last`.
+//! - `/v2/<name>/tags/list` and `/v2/_catalog`, paginated with `n` and `last`;
+//! - `/v2/<name>/referrers/<digest>`: the store's referrers record of the subject
+//!   (an empty index when there is none), filtered by `artifactType`; the tag schemas'
+//!   tags (`sha256-<hex>.sig`, `.att`, `.sbom`, and `sha256-<hex>`) resolve from the
+//!   same records (`referrers`).
 //!
 //! Each ref of the store is served under its repository path without the registry
 //! host (`127.0.0.1:5000/tools/samtools:1.20` as `tools/samtools:1.20`, and
@@ -33,6 +37,7 @@ mod fd_limit;
 mod idle;
 mod manifest;
 mod page;
+mod referrers;
 mod response;
 mod routes;
 mod usage;

@@ -6,6 +6,7 @@ use hyper::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG};
 use hyper::{Response, StatusCode};
 use serde::Deserialize;
 
+use super::referrers::{tag_schema, TagSchema};
 use super::response::{response, ApiError, Body};
 use super::State;
 use crate::store::{is_graph_type, parse_digest, Digest, StoreError, MANIFEST_LIMIT};
@@ -72,11 +73,27 @@ fn find(state: &State, name: &str, reference: &str) -> Result<Found, ApiError> {
     let unknown = || ApiError::manifest_unknown(name, reference);
     let (digest, hint) = if reference.contains(':') {
         (parse_digest(reference).map_err(|_| unknown())?, None)
-    } else {
-        let tagged = tags.get(reference).ok_or_else(unknown)?;
+    } else if let Some(tagged) = tags.get(reference) {
         state.usage.used(&tagged.store_ref);
         let hint = tagged.descriptor.media_type().to_string();
         (tagged.descriptor.digest().clone(), Some(hint))
+    } else {
+        // Not a ref's tag: maybe a tag schema's, answered from the referrers records.
+        match tag_schema(state, reference).map_err(ApiError::internal)? {
+            Some(TagSchema::Referrer(digest)) => (digest, None),
+            Some(TagSchema::Index {
+                bytes,
+                digest,
+                media_type,
+            }) => {
+                return Ok(Found {
+                    bytes: Bytes::from(bytes),
+                    digest,
+                    media_type: media_type.to_string(),
+                })
+            }
+            None => return Err(unknown()),
+        }
     };
     match state.store.stat(&digest).map_err(ApiError::internal)? {
         Some(size) if size <= MANIFEST_LIMIT => {}

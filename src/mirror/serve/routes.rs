@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::page::page;
 use super::response::{json, ApiError, Body, ErrorCode};
-use super::{blob, manifest, State};
+use super::{blob, manifest, referrers, State};
 
 /// An endpoint, with the repository name and reference taken from the path.
 #[derive(Debug, PartialEq, Eq)]
@@ -19,6 +19,7 @@ enum Route<'a> {
     Tags(&'a str),
     Manifest(&'a str, &'a str),
     Blob(&'a str, &'a str),
+    Referrers(&'a str, &'a str),
     Upload,
     Unknown,
 }
@@ -43,6 +44,11 @@ impl<'a> Route<'a> {
         if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
             if !name.is_empty() && !reference.is_empty() && !reference.contains('/') {
                 return Self::Manifest(name, reference);
+            }
+        }
+        if let Some((name, digest)) = rest.rsplit_once("/referrers/") {
+            if !name.is_empty() && !digest.is_empty() && !digest.contains('/') {
+                return Self::Referrers(name, digest);
             }
         }
         if rest.contains("/blobs/uploads") {
@@ -119,6 +125,9 @@ async fn answer(state: &State, request: &Request<Incoming>) -> Result<Response<B
             manifest::manifest(state, name, reference, headers, head).await
         }
         Route::Blob(name, digest) => blob::blob(state, name, digest, headers, head).await,
+        Route::Referrers(name, digest) => {
+            referrers::referrers(state, name, digest, query, head).await
+        }
         Route::Upload => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Unsupported,
@@ -170,6 +179,10 @@ mod tests {
         assert_eq!(
             Route::of("/v2/x/blobs/sha256:abc"),
             Route::Blob("x", "sha256:abc")
+        );
+        assert_eq!(
+            Route::of("/v2/a/b/referrers/sha256:abc"),
+            Route::Referrers("a/b", "sha256:abc")
         );
         assert_eq!(Route::of("/v2/x/blobs/uploads/"), Route::Upload);
         assert_eq!(Route::of("/v2/x/blobs/uploads/1234"), Route::Upload);
