@@ -87,10 +87,11 @@ pub use crate::pull::{
 
 // Lockfiles: stowage.lock and bv.lock into pins; lock, sync and verify against them.
 pub use crate::lock::lockfile::{
-    read_lockfile, read_pins, LockedImage, LockedLayer, Lockfile, LockfileError, LOCK_VERSION,
+    read_lockfile, read_pins, LockedImage, LockedLayer, LockedReferrer, Lockfile, LockfileError,
+    LOCK_VERSION,
 };
-pub use crate::lock::pin::{ImageKind, LayerPin, Pin};
-pub use crate::lock::resolve::{lock, Moved};
+pub use crate::lock::pin::{ImageKind, LayerPin, Pin, ReferrerPin};
+pub use crate::lock::resolve::{lock, lock_with_referrers, Moved};
 pub use crate::lock::sync::{sync, SyncReport, SyncStatus, SyncedImage};
 pub use crate::lock::verify::{verify_lock, LockReport, Problem};
 

@@ -88,6 +88,7 @@ impl BvLock {
                             LayerPin::new(&l.digest, l.size, &l.media_type, package)
                         })
                         .collect::<Result<_, StoreError>>()?,
+                    referrers: Vec::new(),
                 })
             })
             .collect()

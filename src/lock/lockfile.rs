@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::lock::pin::{ImageKind, LayerPin, Pin};
+use crate::lock::pin::{ImageKind, LayerPin, Pin, ReferrerPin};
 use crate::store::{parse_digest, write_atomic, StoreError};
 
 /// The only `stowage.lock` / `bv.lock` format version this stowage reads and writes.
@@ -46,6 +46,51 @@ pub struct LockedImage {
     pub kind: ImageKind,
     #[serde(rename = "layer", default)]
     pub layers: Vec<LockedLayer>,
+    /// The referrers `lock --referrers` pinned; absent (and the file as before) when
+    /// none were.
+    #[serde(rename = "referrer", default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<LockedReferrer>,
+}
+
+/// One referrer pinned by digest and size: `[[image.referrer]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedReferrer {
+    /// The manifest it refers to (the image's, or its index's).
+    pub subject: String,
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The cosign tag suffix it was found under (`sig`, `att`, `sbom`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cosign_tag: Option<String>,
+}
+
+impl LockedReferrer {
+    /// The lockfile entry of the referrer `descriptor` of `subject`.
+    pub fn of(subject: &crate::store::Digest, descriptor: &crate::store::Descriptor) -> Self {
+        Self {
+            subject: subject.to_string(),
+            digest: descriptor.digest().to_string(),
+            size: descriptor.size(),
+            media_type: descriptor.media_type().to_string(),
+            artifact_type: descriptor.artifact_type().as_ref().map(|t| t.to_string()),
+            cosign_tag: crate::oci::referrer::CosignTag::of(descriptor)
+                .map(|t| t.suffix().to_string()),
+        }
+    }
+
+    fn pin(&self) -> Result<ReferrerPin, StoreError> {
+        Ok(ReferrerPin {
+            subject: parse_digest(&self.subject)?,
+            digest: parse_digest(&self.digest)?,
+            size: self.size,
+            media_type: self.media_type.clone(),
+            artifact_type: self.artifact_type.clone(),
+            cosign_tag: self.cosign_tag.clone(),
+        })
+    }
 }
 
 /// `stowage.lock`.
@@ -114,6 +159,11 @@ impl Lockfile {
                         .layers
                         .iter()
                         .map(|l| LayerPin::new(&l.digest, l.size, &l.media_type, l.package.clone()))
+                        .collect::<Result<_, StoreError>>()?,
+                    referrers: image
+                        .referrers
+                        .iter()
+                        .map(LockedReferrer::pin)
                         .collect::<Result<_, StoreError>>()?,
                 })
             })
@@ -210,6 +260,7 @@ mod tests {
                 prefix: None,
                 python: None,
             }],
+            referrers: Vec::new(),
         }
     }
 
@@ -234,6 +285,37 @@ mod tests {
             Some("samtools-1.20-h0_0")
         );
         assert_eq!(pins[0].kind, ImageKind::FactoredOci);
+    }
+
+    #[test]
+    fn referrers_are_pinned_in_their_own_table_and_absent_when_none() {
+        let mut lock = Lockfile::new();
+        lock.images = vec![image("a.example/a:1")];
+        let before = lock.to_toml();
+        assert!(!before.contains("referrer"), "{before}");
+        lock.images[0].referrers = vec![super::LockedReferrer {
+            subject: DIGEST.into(),
+            digest: DIGEST.replace("0123", "4567"),
+            size: 300,
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            artifact_type: Some("application/spdx+json".into()),
+            cosign_tag: Some("sbom".into()),
+        }];
+        let text = lock.to_toml();
+        assert!(text.contains("[[image.referrer]]"), "{text}");
+        assert!(text.starts_with("version = 1"), "{text}");
+        let pins = pins_from_text(Path::new("stowage.lock"), &text).unwrap();
+        let pinned = &pins[0].referrers[0];
+        assert_eq!(pinned.size, 300);
+        assert_eq!(pinned.subject.to_string(), DIGEST);
+        let descriptor = pinned.descriptor();
+        assert_eq!(
+            crate::oci::referrer::CosignTag::of(&descriptor),
+            Some(crate::oci::referrer::CosignTag::Sbom)
+        );
+        // A file written before referrers existed reads as pinning none.
+        let old = pins_from_text(Path::new("old.lock"), &before).unwrap();
+        assert!(old[0].referrers.is_empty());
     }
 
     #[test]

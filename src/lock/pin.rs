@@ -29,6 +29,9 @@ pub struct Pin {
     pub platform: Option<String>,
     pub kind: ImageKind,
     pub layers: Vec<LayerPin>,
+    /// The referrers `lock --referrers` pinned (of the index or the image), fetched
+    /// by digest on `sync`; empty for a lockfile without them.
+    pub referrers: Vec<ReferrerPin>,
 }
 
 impl Pin {
@@ -90,5 +93,42 @@ impl LayerPin {
             self.size,
             self.digest.clone(),
         )
+    }
+}
+
+/// A pinned referrer: a manifest (signature, SBOM, attestation) referring to
+/// `subject`, pinned by digest and size like a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferrerPin {
+    /// The manifest it refers to: the image's, or the index's it was chosen from.
+    pub subject: Digest,
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    /// The cosign tag suffix (`sig`, `att`, `sbom`) it was found under, if any.
+    pub cosign_tag: Option<String>,
+}
+
+impl ReferrerPin {
+    /// The descriptor to fetch and record it by, as its referrers record holds it.
+    pub fn descriptor(&self) -> Descriptor {
+        let mut descriptor = Descriptor::new(
+            MediaType::from(self.media_type.as_str()),
+            self.size,
+            self.digest.clone(),
+        );
+        descriptor.set_artifact_type(self.artifact_type.as_deref().map(Into::into));
+        if let Some(tag) = &self.cosign_tag {
+            descriptor.set_annotations(Some(
+                [(
+                    crate::oci::referrer::ANNOTATION_COSIGN_TAG.to_string(),
+                    tag.clone(),
+                )]
+                .into_iter()
+                .collect(),
+            ));
+        }
+        descriptor
     }
 }

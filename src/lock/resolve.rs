@@ -1,9 +1,10 @@
 //! `lock`: resolve references to what they are now on the registry and pin them,
-//! platform manifest and every layer, in a [`Lockfile`].
+//! platform manifest and every layer, in a [`Lockfile`]; with `--referrers`, the
+//! referrers of the index and of the image, by digest.
 
 use oci_spec::image::ImageManifest;
 
-use crate::lock::lockfile::{LockedImage, LockedLayer, Lockfile};
+use crate::lock::lockfile::{LockedImage, LockedLayer, LockedReferrer, Lockfile};
 use crate::lock::pin::ImageKind;
 use crate::oci::annotation::{
     ANNOTATION_BUILD, ANNOTATION_NAME, ANNOTATION_PACKAGES, ANNOTATION_PREFIX, ANNOTATION_PYTHON,
@@ -11,8 +12,11 @@ use crate::oci::annotation::{
 };
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
+use crate::oci::referrer::ReferrerFilter;
+use crate::pull::referrers::ReferrerError;
 use crate::pull::PullError;
 use crate::registry::{Client, ManifestKind, RegistryError};
+use crate::store::Digest;
 
 /// A tag that resolves to another manifest than the lockfile pinned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +36,20 @@ pub async fn lock(
     update: bool,
     platform: &Platform,
 ) -> Result<Vec<Moved>, PullError> {
+    lock_with_referrers(client, lockfile, references, update, platform, None).await
+}
+
+/// [`lock`], and each image locked also pins the referrers `referrers` wants, of its
+/// index and of its platform manifest. Without a filter, an image resolved again to
+/// the same digest keeps the referrers it had pinned.
+pub async fn lock_with_referrers(
+    client: &Client,
+    lockfile: &mut Lockfile,
+    references: &[Reference],
+    update: bool,
+    platform: &Platform,
+    referrers: Option<&ReferrerFilter>,
+) -> Result<Vec<Moved>, PullError> {
     let mut wanted: Vec<Reference> = references.to_vec();
     if update && wanted.is_empty() {
         for image in &lockfile.images {
@@ -47,10 +65,35 @@ pub async fn lock(
     for reference in wanted {
         let name = reference.to_string();
         let existing = lockfile.images.iter().position(|i| i.reference == name);
-        if existing.is_some() && !update {
+        // A pinned image is kept as it is without --update; --referrers alone adds the
+        // referrers of the pinned image, if the tag still names it.
+        let keep = existing.filter(|_| !update);
+        if keep.is_some() && referrers.is_none() {
             continue;
         }
-        let image = resolve_image(client, &reference, platform).await?;
+        let (mut image, subjects) = resolve_image(client, &reference, platform).await?;
+        if let Some(at) = keep {
+            if lockfile.images[at].digest != image.digest {
+                tracing::warn!(
+                    "{name} has moved from its pin ({} -> {}): its referrers are not pinned (use --update)",
+                    lockfile.images[at].digest,
+                    image.digest
+                );
+                continue;
+            }
+        }
+        match referrers {
+            Some(filter) => {
+                image.referrers = pin_referrers(client, &reference, &subjects, filter).await?
+            }
+            None => {
+                if let Some(old) = existing.map(|at| &lockfile.images[at]) {
+                    if old.digest == image.digest {
+                        image.referrers = old.referrers.clone();
+                    }
+                }
+            }
+        }
         match existing {
             Some(at) => {
                 if lockfile.images[at].digest != image.digest {
@@ -68,18 +111,47 @@ pub async fn lock(
     Ok(moved)
 }
 
-/// What `reference` is on the registry now, for `platform`.
+/// The referrers `filter` wants of each of `subjects`, as lockfile entries.
+async fn pin_referrers(
+    client: &Client,
+    reference: &Reference,
+    subjects: &[Digest],
+    filter: &ReferrerFilter,
+) -> Result<Vec<LockedReferrer>, PullError> {
+    let mut pinned = Vec::new();
+    for subject in subjects {
+        let found = client
+            .referrers(reference, subject, filter.single_type())
+            .await
+            .map_err(|source| ReferrerError::Discover {
+                subject: subject.clone(),
+                source,
+            })?;
+        pinned.extend(
+            found
+                .iter()
+                .filter(|d| filter.wants(d))
+                .map(|d| LockedReferrer::of(subject, d)),
+        );
+    }
+    Ok(pinned)
+}
+
+/// What `reference` is on the registry now, for `platform`, with the digests its
+/// referrers would refer to (the index's, if any, then the image's).
 async fn resolve_image(
     client: &Client,
     reference: &Reference,
     platform: &Platform,
-) -> Result<LockedImage, PullError> {
+) -> Result<(LockedImage, Vec<Digest>), PullError> {
     let name = reference.to_string();
     let top = client.manifest(reference, &reference.target()).await?;
+    let mut subjects = Vec::new();
     let (fetched, platform_name) = match top.parse(&name)? {
         ManifestKind::Image(_) => (top, platform.to_string()),
         ManifestKind::Index(index) => {
             let chosen = crate::pull::choose_platform(&index, platform, reference)?;
+            subjects.push(top.digest.clone());
             let described = chosen
                 .platform()
                 .as_ref()
@@ -98,13 +170,16 @@ async fn resolve_image(
         }
         .into());
     };
-    Ok(LockedImage {
+    subjects.push(fetched.digest.clone());
+    let image = LockedImage {
         reference: name,
         digest: fetched.digest.to_string(),
         platform: platform_name,
         kind: kind_of(&manifest),
         layers: layers_of(&manifest),
-    })
+        referrers: Vec::new(),
+    };
+    Ok((image, subjects))
 }
 
 fn kind_of(manifest: &ImageManifest) -> ImageKind {

@@ -1,6 +1,7 @@
 //! `sync`: make the store hold every image a lockfile pins, fetching only what is
 //! missing, with each manifest and layer checked against its pin; or, offline, list
-//! what is missing.
+//! what is missing. Pinned referrers are fetched by digest (never discovered again) and
+//! checked like layers: their digest, size and subject.
 
 use std::sync::Arc;
 
@@ -12,9 +13,10 @@ use crate::lock::pin::Pin;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
 use crate::pull::progress::ProgressReporter;
-use crate::pull::{pull_unrecorded, record_all, PullError, PullOptions, Pulled};
+use crate::pull::referrers::{fetch_referrers, PulledReferrer};
+use crate::pull::{carry_referrers, pull_unrecorded, record_all, PullError, PullOptions, Pulled};
 use crate::registry::Client;
-use crate::store::{Descriptor, MediaType, Store, StoreError};
+use crate::store::{Descriptor, Digest, MediaType, Store, StoreError};
 
 /// Where one pinned image stands after a sync (`--json` writes it in lower case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -55,6 +57,9 @@ pub struct SyncedImage {
     pub bytes_fetched: u64,
     /// Why it failed or what is missing.
     pub detail: Option<String>,
+    /// The referrers stored for it (pinned, or with `--referrers` discovered).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<PulledReferrer>,
 }
 
 /// The whole sync.
@@ -101,6 +106,7 @@ pub async fn sync(
                     status: SyncStatus::Failed,
                     bytes_fetched: 0,
                     detail: Some(e.to_string()),
+                    referrers: Vec::new(),
                 })
                 .collect();
             return SyncReport {
@@ -157,10 +163,22 @@ async fn sync_entry(
         status: SyncStatus::Failed,
         bytes_fetched: 0,
         detail: None,
+        referrers: Vec::new(),
     };
     if base.offline {
         match missing_blobs(store, pin) {
-            Ok(missing) if missing.is_empty() => entry.status = SyncStatus::Present,
+            Ok(missing) if missing.is_empty() => {
+                match sync_referrers(&client, store, pin, &[], base).await {
+                    Ok((_, referrers)) => {
+                        entry.status = SyncStatus::Present;
+                        entry.referrers = referrers;
+                    }
+                    Err(e) => {
+                        entry.status = SyncStatus::Missing;
+                        entry.detail = Some(e.to_string());
+                    }
+                }
+            }
             Ok(missing) => {
                 entry.status = SyncStatus::Missing;
                 entry.detail = Some(missing.join(", "));
@@ -169,9 +187,16 @@ async fn sync_entry(
         }
         return (entry, None);
     }
-    match sync_one(client, store, pin, base, progress).await {
-        Ok(pulled) => {
-            let fetched = pulled.report.bytes_fetched;
+    let synced = match sync_one(client.clone(), store, pin, base, progress).await {
+        Ok(pulled) => sync_referrers(&client, store, pin, &pulled.subjects, base)
+            .await
+            .map(|referrers| (pulled, referrers)),
+        Err(e) => Err(e),
+    };
+    match synced {
+        Ok((pulled, (referrer_bytes, referrers))) => {
+            entry.referrers = referrers;
+            let fetched = pulled.report.bytes_fetched + referrer_bytes;
             entry.status = if fetched > 0 {
                 SyncStatus::Fetched
             } else {
@@ -194,15 +219,7 @@ async fn sync_one(
     base: &PullOptions,
     progress: Arc<dyn ProgressReporter>,
 ) -> Result<Pulled, PullError> {
-    let reference: Reference =
-        pin.reference
-            .parse()
-            .map_err(|e: crate::oci::reference::ReferenceError| {
-                crate::registry::RegistryError::Config {
-                    what: pin.reference.clone(),
-                    detail: e.to_string(),
-                }
-            })?;
+    let reference = parse_reference(pin)?;
     let mut options = base.clone();
     options.expect = pin.expectations();
     if let Some(platform) = &pin.platform {
@@ -211,6 +228,59 @@ async fn sync_one(
         }
     }
     pull_unrecorded(client, store, &reference, &options, progress).await
+}
+
+/// Fetches (or, offline, checks and records from the store) the referrers `pin`
+/// pinned, by digest, each subject's recorded together; with `--referrers` and none
+/// pinned (a bv.lock, a lockfile made without it), discovers those of `subjects`.
+/// Returns the bytes fetched and the referrers stored.
+async fn sync_referrers(
+    client: &Arc<Client>,
+    store: &Store,
+    pin: &Pin,
+    subjects: &[Digest],
+    base: &PullOptions,
+) -> Result<(u64, Vec<PulledReferrer>), PullError> {
+    if pin.referrers.is_empty() && (base.referrers.is_none() || subjects.is_empty()) {
+        return Ok((0, Vec::new()));
+    }
+    let reference = parse_reference(pin)?;
+    if pin.referrers.is_empty() {
+        let filter = base.referrers.as_ref().expect("checked above");
+        let carried = carry_referrers(client, store, &reference, subjects, filter, base).await?;
+        return Ok((0, carried));
+    }
+    let mut by_subject: Vec<(&Digest, Vec<Descriptor>)> = Vec::new();
+    for referrer in &pin.referrers {
+        match by_subject.iter_mut().find(|(s, _)| *s == &referrer.subject) {
+            Some((_, list)) => list.push(referrer.descriptor()),
+            None => by_subject.push((&referrer.subject, vec![referrer.descriptor()])),
+        }
+    }
+    let (mut bytes, mut stored) = (0, Vec::new());
+    for (subject, referrers) in by_subject {
+        let carried = fetch_referrers(client, store, &reference, subject, &referrers, base).await?;
+        bytes += carried.bytes_fetched;
+        stored.extend(
+            carried
+                .referrers
+                .iter()
+                .map(|d| PulledReferrer::of(subject, d)),
+        );
+    }
+    Ok((bytes, stored))
+}
+
+fn parse_reference(pin: &Pin) -> Result<Reference, PullError> {
+    pin.reference
+        .parse()
+        .map_err(|e: crate::oci::reference::ReferenceError| {
+            crate::registry::RegistryError::Config {
+                what: pin.reference.clone(),
+                detail: e.to_string(),
+            }
+            .into()
+        })
 }
 
 /// The blobs of a pinned image the store lacks (manifest, config and layers), as

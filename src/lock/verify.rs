@@ -1,8 +1,9 @@
 //! `verify --lock`: check the store against a lockfile with no network. Every pinned
 //! blob must be present and re-hash to its digest (in parallel); each stored manifest
 //! must list the pinned layers; each layer's decompressed content must hash to the
-//! config's diff_id. One problem per line; what could not be checked is said, never
-//! skipped silently.
+//! config's diff_id; each pinned referrer must be stored, recorded as its subject's,
+//! and whole. One problem per line; what could not be checked is said, never skipped
+//! silently.
 
 use std::collections::BTreeMap;
 
@@ -63,6 +64,38 @@ pub fn verify_lock(store: &Store, pins: &[Pin]) -> Result<LockReport, StoreError
             image: pin.name.clone(),
             detail,
         };
+        for referrer in &pin.referrers {
+            let what = format!(
+                "pinned referrer {} ({}) of {}",
+                referrer.digest,
+                referrer
+                    .artifact_type
+                    .as_deref()
+                    .unwrap_or("no artifact type"),
+                referrer.subject
+            );
+            if !store.has(&referrer.digest) {
+                report
+                    .problems
+                    .push(problem(format!("{what} is missing from the store")));
+                continue;
+            }
+            need(&referrer.digest, &pin.name);
+            match read_json::<ImageManifest>(store, &referrer.digest) {
+                Ok(manifest) => {
+                    for blob in std::iter::once(manifest.config()).chain(manifest.layers()) {
+                        need(blob.digest(), &pin.name);
+                    }
+                }
+                Err(detail) => report.problems.push(problem(format!("{what}: {detail}"))),
+            }
+            let recorded = store.referrers(&referrer.subject)?;
+            if !recorded.iter().any(|d| d.digest() == &referrer.digest) {
+                report.problems.push(problem(format!(
+                    "{what} is stored but not recorded as a referrer of its subject"
+                )));
+            }
+        }
         let manifest_digest = crate::lock::sync::pinned_manifest(store, pin)?;
         need(&manifest_digest, &pin.name);
         for layer in &pin.layers {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use stowage::{BlobOptions, Client, ClientConfig, Credentials, LowSpeed, RetryPolicy, Secret};
+use stowage::{
+    BlobOptions, Client, ClientConfig, Credentials, LowSpeed, ReferrerFilter, RetryPolicy, Secret,
+};
 
 /// How to reach registries; shared by every command that talks to one.
 #[derive(Debug, Args)]
@@ -121,6 +123,18 @@ impl RegistryArgs {
             },
         })
     }
+}
+
+/// Whether to carry an image's referrers; shared by `pull`, `lock` and `sync`.
+#[derive(Debug, Args)]
+pub struct ReferrerArgs {
+    /// Also carry the image's referrers (signatures, SBOMs, attestations), found
+    /// through the registry's referrers API or the tag schemas: all of them when given
+    /// bare, or those of the comma-separated artifact types given
+    /// (`--referrers=application/spdx+json`).
+    #[arg(long, value_name = "TYPES", num_args = 0..=1, require_equals = true,
+          default_missing_value = "all")]
+    pub referrers: Option<ReferrerFilter>,
 }
 
 /// How big blobs are fetched; shared by every command that fetches blobs.

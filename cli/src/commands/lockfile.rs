@@ -9,8 +9,9 @@ use serde_json::json;
 use stowage::store::Store;
 use stowage::{read_lockfile, read_pins, Lockfile, Platform, PullOptions, Reference};
 
-use super::args::{BlobArgs, RegistryArgs};
+use super::args::{BlobArgs, ReferrerArgs, RegistryArgs};
 use super::progress_for;
+use super::pull::referrers_line;
 use super::Output;
 use tokio::runtime::Runtime;
 
@@ -28,6 +29,9 @@ pub struct LockArgs {
     /// The platform to pin (os/arch[/variant]); default: this machine's.
     #[arg(long)]
     platform: Option<Platform>,
+    /// Pin the images' referrers too (`[[image.referrer]]`), fetched by digest on sync.
+    #[command(flatten)]
+    referrers: ReferrerArgs,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -58,12 +62,13 @@ pub fn lock(tokio: &Runtime, args: &LockArgs, out: &Output) -> anyhow::Result<Ex
     let registries: Vec<&str> = registries.iter().map(String::as_str).collect();
     let client = args.registry.client(&registries)?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
-    let moved = tokio.block_on(stowage::lock(
+    let moved = tokio.block_on(stowage::lock_with_referrers(
         &client,
         &mut lockfile,
         &references,
         args.update,
         &platform,
+        args.referrers.referrers.as_ref(),
     ))?;
     lockfile.write(&args.output)?;
     for m in &moved {
@@ -75,9 +80,23 @@ pub fn lock(tokio: &Runtime, args: &LockArgs, out: &Output) -> anyhow::Result<Ex
         lockfile.images.len(),
         moved.len()
     ));
+    let referrers: Vec<_> = lockfile
+        .images
+        .iter()
+        .flat_map(|i| {
+            i.referrers.iter().map(|r| {
+                json!({"image": i.reference, "subject": r.subject, "digest": r.digest,
+                       "artifact_type": r.artifact_type})
+            })
+        })
+        .collect();
+    if args.referrers.referrers.is_some() {
+        out.line(format!("{} referrers pinned", referrers.len()));
+    }
     out.json(json!({
         "lockfile": args.output,
         "images": lockfile.images.len(),
+        "referrers": referrers,
         "moved": moved.iter().map(|m| json!({"reference": m.reference, "from": m.from, "to": m.to})).collect::<Vec<_>>(),
     }));
     Ok(ExitCode::SUCCESS)
@@ -97,6 +116,10 @@ pub struct SyncArgs {
     ttl: u64,
     #[command(flatten)]
     blobs: BlobArgs,
+    /// Pinned referrers are always fetched; this discovers those of images whose pin
+    /// lists none (a bv.lock, a lockfile locked without --referrers).
+    #[command(flatten)]
+    referrers: ReferrerArgs,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -115,6 +138,7 @@ pub fn sync(
         offline: args.offline,
         ttl: std::time::Duration::from_secs(args.ttl),
         blobs: args.blobs.options(),
+        referrers: args.referrers.referrers.clone(),
         ..PullOptions::default()
     };
     let report = tokio.block_on(stowage::sync(
@@ -135,6 +159,9 @@ pub fn sync(
             out.problem(line);
         } else {
             out.line(line);
+            if !image.referrers.is_empty() {
+                out.line(format!("  {}", referrers_line(&image.referrers)));
+            }
         }
     }
     out.line(format!(

@@ -7,7 +7,7 @@ use serde_json::json;
 use stowage::store::{parse_digest, Store};
 use stowage::{pull as pull_image, Expectations, Platform, PullOptions, Reference};
 
-use super::args::{BlobArgs, RegistryArgs};
+use super::args::{BlobArgs, ReferrerArgs, RegistryArgs};
 use super::{progress_for, Output};
 use tokio::runtime::Runtime;
 
@@ -34,6 +34,8 @@ pub struct PullArgs {
     #[command(flatten)]
     blobs: BlobArgs,
     #[command(flatten)]
+    referrers: ReferrerArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
 }
 
@@ -53,6 +55,7 @@ pub fn pull(
             ..Expectations::default()
         },
         blobs: args.blobs.options(),
+        referrers: args.referrers.referrers.clone(),
         ..PullOptions::default()
     };
     if let Some(platform) = &args.platform {
@@ -71,8 +74,25 @@ pub fn pull(
         indicatif::HumanBytes(report.bytes_present),
         report.seconds
     ));
+    if let Some(referrers) = &report.referrers {
+        out.line(referrers_line(referrers));
+    }
     out.json(serde_json::to_value(&report)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The human line for the referrers a pull or sync carried: how many, of which types.
+pub fn referrers_line(referrers: &[stowage::PulledReferrer]) -> String {
+    let mut types: Vec<&str> = referrers
+        .iter()
+        .map(|r| r.artifact_type.as_deref().unwrap_or("(no artifact type)"))
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    match referrers.len() {
+        0 => "referrers: none found".to_string(),
+        n => format!("referrers: {n} stored ({})", types.join(", ")),
+    }
 }
 
 #[derive(Debug, Args)]
