@@ -6,6 +6,10 @@
 //! The uploads are `registry`'s push side ([`Pusher`]), on the same `ClientConfig` as
 //! pulls. A registry source is pulled into the store first, so nothing is downloaded
 //! twice and the store stays a cache.
+//!
+//! After the image, the referrers the store holds for it (`referrers`).
+
+mod referrers;
 
 use futures_util::stream;
 use serde::Serialize;
@@ -14,7 +18,7 @@ use tokio::io::AsyncReadExt;
 use crate::oci::manifest::RawManifest;
 use crate::oci::reference::Reference;
 pub use crate::registry::PushOptions;
-use crate::registry::{ClientConfig, PushError, Pusher};
+use crate::registry::{ClientConfig, PushError, Pusher, RegistryError};
 use crate::store::{
     children, is_graph_type, Descriptor, Digest, Store, StoreError, MANIFEST_LIMIT,
 };
@@ -29,6 +33,11 @@ pub struct CopyReport {
     pub blobs_mounted: usize,
     pub blobs_present: usize,
     pub bytes_uploaded: u64,
+    /// Referrer manifests pushed (signatures, SBOMs, attestations of the image).
+    pub referrers_pushed: usize,
+    /// Whether the target answers the referrers API; `None` when it was not asked
+    /// (no referrer needed it). Without it, referrers go under the tag schemas.
+    pub referrers_api: Option<bool>,
 }
 
 /// Why a copy failed.
@@ -43,6 +52,9 @@ pub enum CopyError {
     Incomplete { image: String, digest: Digest },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Reading the target (its referrers API, its fallback tag) failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     #[error("reading blob {digest} from the store: {source}")]
     Read {
         digest: Digest,
@@ -76,12 +88,41 @@ pub async fn copy(
         manifest_digest: root.digest().to_string(),
         ..CopyReport::default()
     };
-    for blob in &blobs {
+    upload_blobs(store, &pusher, &blobs, source.as_ref(), &mut report).await?;
+    // Child manifests by digest, then the top one under the target's tag.
+    for (i, manifest) in manifests.iter().enumerate() {
+        if i + 1 == manifests.len() {
+            pusher.push_manifest_as_target(manifest).await?;
+        } else {
+            pusher.push_manifest_by_digest(manifest).await?;
+        }
+    }
+    let subjects: Vec<Digest> = manifests.iter().map(|m| m.digest.clone()).collect();
+    let to = referrers::Target {
+        pusher: &pusher,
+        config,
+        reference: target,
+        source: source.as_ref(),
+    };
+    referrers::push(store, &to, &subjects, &options.referrers, &mut report).await?;
+    Ok(report)
+}
+
+/// Uploads the blobs the target lacks: a HEAD first, then a mount from `source` (the
+/// same registry), else the bytes.
+async fn upload_blobs(
+    store: &Store,
+    pusher: &Pusher,
+    blobs: &[Descriptor],
+    source: Option<&Reference>,
+    report: &mut CopyReport,
+) -> Result<(), CopyError> {
+    for blob in blobs {
         if pusher.has_blob(blob.digest()).await? {
             report.blobs_present += 1;
             continue;
         }
-        if let Some(source) = &source {
+        if let Some(source) = source {
             if pusher.mount_blob(source, blob.digest()).await.is_ok() {
                 report.blobs_mounted += 1;
                 continue;
@@ -93,15 +134,7 @@ pub async fn copy(
         report.blobs_uploaded += 1;
         report.bytes_uploaded += size;
     }
-    // Child manifests by digest, then the top one under the target's tag.
-    for (i, manifest) in manifests.iter().enumerate() {
-        if i + 1 == manifests.len() {
-            pusher.push_manifest_as_target(manifest).await?;
-        } else {
-            pusher.push_manifest_by_digest(manifest).await?;
-        }
-    }
-    Ok(report)
+    Ok(())
 }
 
 /// The blobs (configs and layers) and the manifests (children first, the root last)

@@ -2,7 +2,9 @@
 //! hosts, extra CA certificates and credentials mean the same for a push as for a pull.
 //! Uploads go through `oci-client` (chunked or monolithic, from a stream), which this
 //! file alone wraps; what to upload, and in what order, is the caller's
-//! (`mirror::copy`).
+//! (`mirror::copy`). Whether a target answers the referrers API is asked with the pull
+//! client ([`Client::answers_referrers_api`]), which oci-client cannot tell apart from
+//! its own tag-schema fallback.
 
 use std::sync::Once;
 
@@ -13,17 +15,32 @@ use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client as OciClient, Reference as OciReference, RegistryOperation};
 
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT};
+
 use super::credentials::{self, Credentials};
-use super::{is_loopback, read_ca_cert, ClientConfig, RegistryError};
+use super::{is_loopback, read_ca_cert, Client, ClientConfig, RegistryError};
 use crate::oci::manifest::RawManifest;
 use crate::oci::reference::Reference;
+use crate::oci::referrer::ReferrerFilter;
 use crate::store::Digest;
 
 /// What only a push needs to be told.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PushOptions {
     /// One PUT per blob instead of chunked PATCHes.
     pub monolithic: bool,
+    /// Which of the referrers the store holds for the image are pushed after it
+    /// (default: all of them).
+    pub referrers: ReferrerFilter,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        Self {
+            monolithic: false,
+            referrers: ReferrerFilter::All,
+        }
+    }
 }
 
 /// Why a push step failed.
@@ -186,6 +203,20 @@ impl Pusher {
         self.push_manifest_at(&self.target, manifest).await
     }
 
+    /// Pushes `manifest` to the target repository under `tag` (a tag schema's tag).
+    pub async fn push_manifest_as_tag(
+        &self,
+        manifest: &RawManifest,
+        tag: &str,
+    ) -> Result<(), PushError> {
+        let at: OciReference = format!("{}/{}:{tag}", self.registry, self.repository)
+            .parse()
+            .map_err(|e: oci_client::ParseError| {
+                PushError::BadTarget(format!("{}:{tag}", self.target_name), e.to_string())
+            })?;
+        self.push_manifest_at(&at, manifest).await
+    }
+
     async fn push_manifest_at(
         &self,
         at: &OciReference,
@@ -209,6 +240,35 @@ impl Pusher {
             target,
             what,
             source,
+        }
+    }
+}
+
+impl Client {
+    /// Whether `reference`'s registry answers the referrers API
+    /// (`GET /v2/<name>/referrers/<subject>`) for its repository: a client error (404
+    /// from a registry that predates it) means it does not, and referrers are pushed
+    /// under the tag schemas instead.
+    pub async fn answers_referrers_api(
+        &self,
+        reference: &Reference,
+        subject: &Digest,
+    ) -> Result<bool, RegistryError> {
+        let host = reference.api_host();
+        let url = format!(
+            "{}/v2/{}/referrers/{subject}",
+            self.base_url(host).await,
+            reference.repository
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/vnd.oci.image.index.v1+json"),
+        );
+        match self.get(host, &reference.repository, &url, headers).await {
+            Ok(_) => Ok(true),
+            Err(RegistryError::Status { status, .. }) if (400..500).contains(&status) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }

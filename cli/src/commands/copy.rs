@@ -9,10 +9,10 @@ use serde_json::json;
 use stowage::store::Store;
 use stowage::{
     copy as copy_image, pull, pull_many, ClientConfig, CopyReport, PullOptions, PushOptions,
-    Reference,
+    Reference, ReferrerFilter,
 };
 
-use super::args::{BlobArgs, RegistryArgs};
+use super::args::{BlobArgs, ReferrerArgs, RegistryArgs};
 use super::progress_for;
 use super::Output;
 use tokio::runtime::Runtime;
@@ -48,6 +48,11 @@ struct PushArgs {
     blobs: BlobArgs,
     #[command(flatten)]
     registry: RegistryArgs,
+    /// With a registry source, its referrers are pulled with it; either way, only the
+    /// stored referrers of these types are pushed (without the flag: every one the
+    /// store holds).
+    #[command(flatten)]
+    referrers: ReferrerArgs,
 }
 
 impl PushArgs {
@@ -58,6 +63,11 @@ impl PushArgs {
             config,
             PushOptions {
                 monolithic: self.monolithic,
+                referrers: self
+                    .referrers
+                    .referrers
+                    .clone()
+                    .unwrap_or(ReferrerFilter::All),
             },
         ))
     }
@@ -84,6 +94,7 @@ fn ensure_local(
         &reference,
         &PullOptions {
             blobs: args.blobs.options(),
+            referrers: args.referrers.referrers.clone(),
             ..PullOptions::default()
         },
         progress_for(out),
@@ -92,8 +103,12 @@ fn ensure_local(
 }
 
 fn print(report: &CopyReport, out: &Output) {
+    let referrers = match report.referrers_pushed {
+        0 => String::new(),
+        n => format!(", {n} referrer(s)"),
+    };
     out.line(format!(
-        "{} -> {} {}: {} blobs uploaded ({}), {} mounted, {} already there",
+        "{} -> {} {}: {} blobs uploaded ({}), {} mounted, {} already there{referrers}",
         report.source,
         report.target,
         report.manifest_digest,
@@ -153,6 +168,7 @@ pub fn mirror(
         let references: Vec<Reference> = missing.iter().map(|(_, r)| r.clone()).collect();
         let options = PullOptions {
             blobs: args.push.blobs.options(),
+            referrers: args.push.referrers.referrers.clone(),
             ..PullOptions::default()
         };
         let pulled = tokio.block_on(pull_many(
