@@ -27,6 +27,7 @@ mod pull_faults;
 mod pull_hostile;
 mod pull_progress;
 mod pull_redirect;
+mod referrers_carry;
 mod referrers_pull;
 mod run_spec;
 mod runtime;
