@@ -49,7 +49,9 @@ pub fn plan_refs(
         let descriptor = store
             .resolve_ref(name)?
             .ok_or_else(|| ArchiveError::RefNotFound(name.to_string()))?;
+        let index = descriptor.digest().clone();
         let chosen = choose_platform(store, name, descriptor, &host, all_platforms)?;
+        warn_index_referrers(store, name, &index, &chosen)?;
         roots.push((name.to_string(), chosen));
     }
     let flag = if all_platforms {
@@ -91,11 +93,34 @@ pub fn plan_pins(
             .as_deref()
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(Platform::host);
+        let index = descriptor.digest().clone();
         let chosen = choose_platform(store, &pin.reference, descriptor, &platform, all_platforms)?;
+        warn_index_referrers(store, &pin.reference, &index, &chosen)?;
         roots.push((pin.reference.clone(), chosen));
     }
     let hint = "run `stowage sync` on the lockfile first".to_string();
     plan(store, roots, missing, hint)
+}
+
+/// An index narrowed to one platform leaves its own referrers (a signature of the
+/// index) behind: the far store would not hold their subject. Said, not refused.
+fn warn_index_referrers(
+    store: &Store,
+    name: &str,
+    index: &Digest,
+    chosen: &Descriptor,
+) -> Result<(), ArchiveError> {
+    if chosen.digest() == index {
+        return Ok(());
+    }
+    let left = store.referrers(index)?.len();
+    if left > 0 {
+        tracing::warn!(
+            "{name}: the index {index} has {left} referrer(s) (signatures of the index) that \
+             travel only with the index; pass --all-platforms to carry them"
+        );
+    }
+    Ok(())
 }
 
 /// Walks the roots and their referrers; refuses the export when anything is missing.
