@@ -318,7 +318,7 @@ fn a_pinned_referrer_the_registry_does_not_hold_fails_sync_naming_the_pin_and_wh
     let wrong = sha256_digest(b"not the sbom");
     std::fs::write(
         &lockfile,
-        text.replace(&signed.sbom.digest.to_string(), &wrong.to_string()),
+        text.replace(&signed.sbom.digest.to_string(), wrong.as_ref()),
     )
     .unwrap();
 
@@ -340,7 +340,7 @@ fn a_pinned_referrer_the_registry_does_not_hold_fails_sync_naming_the_pin_and_wh
         &lockfile,
         text.replace(
             &signed.sbom.digest.to_string(),
-            &signed.signature.digest.to_string(),
+            signed.signature.digest.as_ref(),
         ),
     )
     .unwrap();
