@@ -39,7 +39,10 @@ pub enum PolicyError {
     #[error("{image}: {detail}")]
     BadImage { image: String, detail: String },
     #[error("checking the signatures of {image}: {source}")]
-    Store { image: String, source: StoreError },
+    Store {
+        image: String,
+        source: Box<StoreError>,
+    },
 }
 
 /// An image the policy refuses: which image, under which scope of which policy file,

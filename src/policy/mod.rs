@@ -124,7 +124,7 @@ impl Policy {
                     let outcome = cosign::verify(store, &reference, digests, keys, identity)
                         .map_err(|source| PolicyError::Store {
                             image: image.to_string(),
-                            source,
+                            source: Box::new(source),
                         })?;
                     match outcome {
                         Ok(ok) => accepted_by.push(format!(
@@ -159,7 +159,7 @@ pub fn signed_subjects(store: &Store, manifest: &Digest) -> Result<Vec<Digest>, 
     let mut subjects = vec![manifest.clone()];
     let store_error = |source| PolicyError::Store {
         image: manifest.to_string(),
-        source,
+        source: Box::new(source),
     };
     for (subject, _) in store.all_referrers().map_err(store_error)? {
         if subject == *manifest || !store.has(&subject) {

@@ -10,6 +10,7 @@ use serde_json::json;
 use stowage::store::Store;
 use stowage::{read_pins, ArchiveFormat, ExportReport, ImportReport};
 
+use super::policy_args::{self, PolicyArgs, RefsBefore};
 use super::Output;
 
 #[derive(Debug, Args)]
@@ -46,6 +47,8 @@ pub struct ImportArgs {
     /// An OCI layout: a tar archive (plain, gzip or zstd), a directory, or `-` for a
     /// tar on stdin.
     source: PathBuf,
+    #[command(flatten)]
+    policy: PolicyArgs,
 }
 
 pub fn export(store: &Store, args: &ExportArgs, out: &Output) -> anyhow::Result<ExitCode> {
@@ -124,7 +127,21 @@ fn export_json(report: &ExportReport) -> serde_json::Value {
 }
 
 pub fn import(store: &Store, args: &ImportArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let policy = args.policy.load()?;
+    // Only with a policy: the refs to put back if it refuses an image.
+    let before = policy
+        .as_ref()
+        .map(|_| RefsBefore::take(store))
+        .transpose()?;
     let report = stowage::import(store, &args.source)?;
+    if let (Some(policy), Some(before)) = (&policy, &before) {
+        let images: Vec<_> = report
+            .images
+            .iter()
+            .map(|i| (i.name.clone(), i.digest.clone()))
+            .collect();
+        policy_args::check_imported(store, policy, &images, before)?;
+    }
     for image in &report.images {
         if let Some(before) = &image.replaced {
             out.line(format!("{}: {} (was {before})", image.name, image.digest));

@@ -10,6 +10,7 @@ use stowage::store::Store;
 use stowage::{read_lockfile, read_pins, Lockfile, Platform, PullOptions, Reference};
 
 use super::args::{BlobArgs, ReferrerArgs, RegistryArgs};
+use super::policy_args::{self, PolicyArgs, RefsBefore};
 use super::progress_for;
 use super::pull::referrers_line;
 use super::Output;
@@ -121,6 +122,8 @@ pub struct SyncArgs {
     #[command(flatten)]
     referrers: ReferrerArgs,
     #[command(flatten)]
+    policy: PolicyArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
 }
 
@@ -141,13 +144,30 @@ pub fn sync(
         referrers: args.referrers.referrers.clone(),
         ..PullOptions::default()
     };
-    let report = tokio.block_on(stowage::sync(
-        client,
+    let policy = args.policy.load()?;
+    // Only with a policy: the refs to put back if it refuses an image.
+    let before = policy
+        .as_ref()
+        .map(|_| RefsBefore::take(store))
+        .transpose()?;
+    let mut report = tokio.block_on(stowage::sync(
+        client.clone(),
         store,
         &pins,
         &options,
         progress_for(out),
     ));
+    if let (Some(policy), Some(before)) = (&policy, &before) {
+        policy_args::check_synced(
+            tokio,
+            &client,
+            store,
+            policy,
+            &mut report,
+            args.offline,
+            before,
+        )?;
+    }
     for image in &report.images {
         let detail = image
             .detail

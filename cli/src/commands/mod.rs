@@ -8,6 +8,7 @@ mod copy;
 mod factored;
 mod lockfile;
 mod maintain;
+mod policy_args;
 mod pull;
 mod runtime;
 mod serve;

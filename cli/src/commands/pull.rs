@@ -8,6 +8,7 @@ use stowage::store::{parse_digest, Store};
 use stowage::{pull as pull_image, Expectations, Platform, PullOptions, Reference};
 
 use super::args::{BlobArgs, ReferrerArgs, RegistryArgs};
+use super::policy_args::{self, PolicyArgs, RefsBefore};
 use super::{progress_for, Output};
 use tokio::runtime::Runtime;
 
@@ -36,6 +37,8 @@ pub struct PullArgs {
     #[command(flatten)]
     referrers: ReferrerArgs,
     #[command(flatten)]
+    policy: PolicyArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
 }
 
@@ -63,7 +66,29 @@ pub fn pull(
     }
     let client = args.registry.client(&[&reference.registry])?;
     let progress = progress_for(out);
-    let report = tokio.block_on(pull_image(client, store, &reference, &options, progress))?;
+    let policy = args.policy.load()?;
+    // Only with a policy: the refs to put back if it refuses the image.
+    let before = policy
+        .as_ref()
+        .map(|_| RefsBefore::take(store))
+        .transpose()?;
+    let report = tokio.block_on(pull_image(
+        client.clone(),
+        store,
+        &reference,
+        &options,
+        progress,
+    ))?;
+    if let (Some(policy), Some(before)) = (&policy, &before) {
+        let pulled = policy_args::Pulled {
+            reference: &reference,
+            name: &report.reference,
+            manifest_digest: &report.manifest_digest,
+            index_digest: report.index_digest.as_deref(),
+            offline: args.offline,
+        };
+        policy_args::check_pulled(tokio, &client, store, policy, &pulled, before)?;
+    }
     out.line(format!(
         "{} {}: {} layers, fetched {} in {} blobs, {} already present, {:.2} s",
         report.reference,

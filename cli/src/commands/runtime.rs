@@ -15,6 +15,7 @@ use stowage::{
 use tokio::runtime::Runtime;
 
 use super::args::{BlobArgs, RegistryArgs};
+use super::policy_args::{self, PolicyArgs};
 use super::progress_for;
 use super::Output;
 
@@ -48,10 +49,13 @@ pub struct LoadArgs {
     reference: String,
     #[command(flatten)]
     runtime: RuntimeArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
 }
 
 /// Streams a stored image into the runtime and checks it arrived.
 pub fn load(store: &Store, args: &LoadArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    policy_args::check_stored(store, &args.policy, &args.reference)?;
     let (runtime, info) = args.runtime.open()?;
     let image = StoredImage::open(store, &args.reference)?;
     let name = runtime_name(&image.store_ref);
@@ -74,6 +78,8 @@ pub struct RunArgs {
     reference: String,
     #[command(flatten)]
     runtime: RuntimeArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// Bind a host path into the container (HOST:CONTAINER[:ro|:rw]); a relative
     /// HOST is taken from the current directory, and it must exist.
     #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]", value_parser = parse_mount)]
@@ -129,6 +135,7 @@ fn parse_variable(given: &str) -> Result<(String, String), String> {
 /// Loads the image unless the runtime holds it already, then runs it; the exit
 /// status is the container's, and its output is stowage's own.
 pub fn run(store: &Store, args: &RunArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    policy_args::check_stored(store, &args.policy, &args.reference)?;
     let (runtime, _) = args.runtime.open()?;
     let image = StoredImage::open(store, &args.reference)?;
     let name = runtime_name(&image.store_ref);

@@ -18,6 +18,7 @@ mod factored_layers;
 mod factored_python;
 mod layout_interop;
 mod lockfile;
+mod policy;
 mod pull;
 mod pull_basic_tls;
 mod pull_bearer;

@@ -1,0 +1,301 @@
+//! `--policy FILE` on `pull`, `sync`, `import`, `run` and `load`: the signature policy
+//! (containers-policy.json(5); without the flag, the file podman would read, else
+//! none: digests only), checked offline against the signatures in the store.
+//!
+//! `pull`, `sync` and `import` record refs inside the library, before the command can
+//! check them; so the check runs after, and a refused image's ref is put back as it
+//! was before the command (removed when the command made it, restored when it named
+//! another image before). Blobs stay, for `gc`. `run` and `load` check before any
+//! runtime is called.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use stowage::store::{parse_digest, Descriptor, Digest, MediaType, Store, MANIFEST_LIMIT};
+use stowage::{
+    signed_subjects, Client, Policy, RawManifest, Reference, ReferrerFilter, StoredImage,
+    SyncReport, SyncStatus, Verdict, ARTIFACT_COSIGN_SIGNATURE,
+};
+use tokio::runtime::Runtime;
+
+/// The signature policy; shared by the commands that check it.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// The signature policy (containers-policy.json(5): insecureAcceptAnything, reject,
+    /// sigstoreSigned with keyPath/keyData), checked offline against the cosign
+    /// signatures in the store. Default: $HOME/.config/containers/policy.json, else
+    /// /etc/containers/policy.json, else none (digests only).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
+
+impl PolicyArgs {
+    /// The policy in force, if any.
+    pub fn load(&self) -> anyhow::Result<Option<Policy>> {
+        let policy = Policy::given_or_default(self.policy.as_deref())?;
+        if let Some(policy) = &policy {
+            tracing::debug!("signature policy: {}", policy.path().display());
+        }
+        Ok(policy)
+    }
+}
+
+/// The refs of the store as they were before a command (for putting back those of a
+/// refused image).
+pub struct RefsBefore(HashMap<String, Descriptor>);
+
+impl RefsBefore {
+    pub fn take(store: &Store) -> anyhow::Result<Self> {
+        let mut refs = HashMap::new();
+        store.for_each_ref(|name, d| {
+            refs.insert(name.to_string(), d.clone());
+        })?;
+        Ok(Self(refs))
+    }
+
+    /// Puts `name` back as it was: removed if the command made it, else pointed at
+    /// what it named before.
+    pub fn restore(&self, store: &Store, name: &str) -> anyhow::Result<()> {
+        match self.0.get(name) {
+            None => {
+                store.remove_ref(name)?;
+            }
+            Some(before) => {
+                if store.resolve_ref(name)?.as_ref() != Some(before) {
+                    store
+                        .set_ref(name, before)
+                        .with_context(|| format!("putting back {name} as it was"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The digests whose signatures stand for a stored image naming `digest`: its own,
+/// `index` (the index a pull chose it from, or the index a ref names), and any stored
+/// index with referrers that lists it.
+pub fn subjects(
+    store: &Store,
+    digest: &Digest,
+    index: Option<&Digest>,
+) -> anyhow::Result<Vec<Digest>> {
+    let mut subjects = signed_subjects(store, digest)?;
+    if let Some(index) = index.filter(|i| !subjects.contains(i)) {
+        subjects.push(index.clone());
+    }
+    Ok(subjects)
+}
+
+/// Checks the stored image `name` (naming `digest`) against `policy`; on refusal the
+/// ref is put back as `before` had it.
+pub fn check_recorded(
+    store: &Store,
+    policy: &Policy,
+    name: &str,
+    digests: &[Digest],
+    before: &RefsBefore,
+) -> anyhow::Result<Verdict> {
+    match policy.check(store, name, digests) {
+        Ok(verdict) => {
+            tracing::info!(
+                "{name}: accepted by {} (scope {}): {}",
+                verdict.policy.display(),
+                verdict.scope,
+                verdict.accepted_by.join("; ")
+            );
+            Ok(verdict)
+        }
+        Err(refused) => {
+            before
+                .restore(store, name)
+                .with_context(|| format!("after refusing it: {refused}"))?;
+            Err(refused).context(format!(
+                "{name}: its ref is as it was before this command (blobs stay until gc)"
+            ))
+        }
+    }
+}
+
+/// `run` and `load`: the stored image must pass before a runtime is called.
+pub fn check_stored(store: &Store, args: &PolicyArgs, reference: &str) -> anyhow::Result<()> {
+    let Some(policy) = args.load()? else {
+        return Ok(());
+    };
+    let image = StoredImage::open(store, reference)?;
+    let named = store
+        .resolve_ref(&image.store_ref)?
+        .map(|d| d.digest().clone());
+    let subjects = subjects(store, image.manifest.digest(), named.as_ref())?;
+    let verdict = policy.check(store, &image.store_ref, &subjects)?;
+    tracing::info!(
+        "{}: accepted by {} (scope {}): {}",
+        image.store_ref,
+        verdict.policy.display(),
+        verdict.scope,
+        verdict.accepted_by.join("; ")
+    );
+    Ok(())
+}
+
+/// `import`: every image the import recorded must pass, or none stays recorded (an
+/// import is all or nothing, as the library's own checks make it).
+pub fn check_imported(
+    store: &Store,
+    policy: &Policy,
+    images: &[(String, Digest)],
+    before: &RefsBefore,
+) -> anyhow::Result<()> {
+    let mut refusals = Vec::new();
+    for (name, digest) in images {
+        let subjects = subjects(store, digest, None)?;
+        match policy.check(store, name, &subjects) {
+            Ok(verdict) => tracing::info!(
+                "{name}: accepted (scope {}): {}",
+                verdict.scope,
+                verdict.accepted_by.join("; ")
+            ),
+            Err(refused) => refusals.push(refused.to_string()),
+        }
+    }
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    for (name, _) in images {
+        before.restore(store, name)?;
+    }
+    anyhow::bail!(
+        "{}; so no ref of this import is recorded (its refs are as they were before; \
+         blobs stay until gc)",
+        refusals.join("; ")
+    )
+}
+
+/// `pull`: fetch the image's signatures when its scope needs them (unless offline),
+/// then check it; refused, its ref is put back as `before` had it.
+pub struct Pulled<'a> {
+    pub reference: &'a Reference,
+    /// The ref the pull recorded, and the digests from its report.
+    pub name: &'a str,
+    pub manifest_digest: &'a str,
+    pub index_digest: Option<&'a str>,
+    pub offline: bool,
+}
+
+pub fn check_pulled(
+    tokio: &Runtime,
+    client: &Arc<Client>,
+    store: &Store,
+    policy: &Policy,
+    pulled: &Pulled,
+    before: &RefsBefore,
+) -> anyhow::Result<()> {
+    let manifest = parse_digest(pulled.manifest_digest)?;
+    let index = pulled.index_digest.map(parse_digest).transpose()?;
+    let mut fetched: Vec<Digest> = vec![manifest.clone()];
+    fetched.extend(index.clone());
+    fetch_if_needed(
+        tokio,
+        client,
+        store,
+        policy,
+        pulled.reference,
+        &fetched,
+        pulled.offline,
+    )
+    .or_else(|e| {
+        before.restore(store, pulled.name)?;
+        Err(e)
+    })?;
+    let subjects = subjects(store, &manifest, index.as_ref())?;
+    check_recorded(store, policy, pulled.name, &subjects, before)?;
+    Ok(())
+}
+
+/// `sync`: each image the sync made whole is checked as `pull` checks it; a refused
+/// one is marked failed with the refusal as its detail, and its ref put back.
+pub fn check_synced(
+    tokio: &Runtime,
+    client: &Arc<Client>,
+    store: &Store,
+    policy: &Policy,
+    report: &mut SyncReport,
+    offline: bool,
+    before: &RefsBefore,
+) -> anyhow::Result<()> {
+    for image in report.images.iter_mut().filter(|i| i.status.is_whole()) {
+        let Some(named) = store.resolve_ref(&image.name)? else {
+            continue;
+        };
+        let outcome = (|| -> anyhow::Result<Verdict> {
+            let reference: Reference = image.reference.parse()?;
+            let subjects = subjects(store, named.digest(), None)?;
+            fetch_if_needed(tokio, client, store, policy, &reference, &subjects, offline)?;
+            // Signatures just fetched may be of an index that lists this image.
+            let subjects = subjects_again(store, named.digest(), subjects)?;
+            check_recorded(store, policy, &image.name, &subjects, before)
+        })();
+        if let Err(e) = outcome {
+            before.restore(store, &image.name)?;
+            image.status = SyncStatus::Failed;
+            image.detail = Some(format!("{e:#}"));
+        }
+    }
+    Ok(())
+}
+
+fn subjects_again(
+    store: &Store,
+    digest: &Digest,
+    known: Vec<Digest>,
+) -> anyhow::Result<Vec<Digest>> {
+    let mut subjects = known;
+    for found in signed_subjects(store, digest)? {
+        if !subjects.contains(&found) {
+            subjects.push(found);
+        }
+    }
+    Ok(subjects)
+}
+
+/// Fetches the signatures of `digests` from `reference`'s repository when the scope
+/// that applies to it needs them; offline, the store's alone are checked.
+fn fetch_if_needed(
+    tokio: &Runtime,
+    client: &Arc<Client>,
+    store: &Store,
+    policy: &Policy,
+    reference: &Reference,
+    digests: &[Digest],
+    offline: bool,
+) -> anyhow::Result<()> {
+    if offline || !policy.needs_signatures(reference) {
+        return Ok(());
+    }
+    let filter = ReferrerFilter::Types(vec![ARTIFACT_COSIGN_SIGNATURE.to_string()]);
+    for digest in digests {
+        let subject = subject_descriptor(store, digest);
+        let found = tokio
+            .block_on(stowage::pull_referrers(
+                client, store, reference, &subject, &filter,
+            ))
+            .with_context(|| format!("fetching the signatures of {reference} ({digest})"))?;
+        tracing::info!(
+            "{reference}: {} signature(s) of {digest} stored",
+            found.len()
+        );
+    }
+    Ok(())
+}
+
+/// The descriptor a referrers lookup names `digest` by: the stored manifest's, else
+/// (an index a pull did not keep) one naming the digest alone.
+fn subject_descriptor(store: &Store, digest: &Digest) -> Descriptor {
+    match store.read_blob(digest, MANIFEST_LIMIT) {
+        Ok(bytes) => RawManifest::from_stored(bytes, digest.clone()).descriptor(),
+        Err(_) => Descriptor::new(MediaType::ImageIndex, 0, digest.clone()),
+    }
+}
