@@ -430,3 +430,53 @@ fn copy_pushes_referrers_under_the_tag_schemas_to_a_registry_without_the_api() {
         );
     }
 }
+
+#[test]
+fn an_unnamed_entry_with_a_subject_field_is_recorded_from_its_manifest_as_oras_writes_it() {
+    let signed = Signed::new();
+    let layout = signed.path("layout");
+    ok(&signed.store, &["export", NAME, "-o", path_str(&layout)]);
+    // As other tools write layouts: bare descriptors, no artifactType, no annotations.
+    let index_path = layout.join("index.json");
+    let mut index: Value = serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    for entry in index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .skip(1)
+    {
+        let entry = entry.as_object_mut().unwrap();
+        entry.remove("artifactType");
+        entry.remove("annotations");
+    }
+    fs::set_permissions(&index_path, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+
+    let target = signed.path("imported");
+    let imported = ok(&target, &["import", path_str(&layout)]);
+    // The tag-schema signature names no subject any more: an unnamed entry like any.
+    assert_eq!(imported["referrers"], 3, "{imported}");
+    assert_eq!(imported["unnamed"], 1, "{imported}");
+    let stored = Store::open(&target).unwrap();
+    let of_image = stored.referrers(signed.digest()).unwrap();
+    let sbom = of_image
+        .iter()
+        .find(|d| d.digest() == &signed.sbom.digest)
+        .expect("the SBOM is recorded");
+    assert_eq!(sbom.artifact_type().as_ref().unwrap().to_string(), SPDX);
+    assert_eq!(
+        sbom.annotations().as_ref().unwrap()["org.opencontainers.image.created"],
+        "2026-12-03T00:00:00Z"
+    );
+    assert!(!of_image
+        .iter()
+        .any(|d| d.digest() == &signed.tag_signature.digest));
+    assert_eq!(
+        digests(&stored.referrers(&signed.sbom.digest).unwrap()),
+        BTreeSet::from([signed.sbom_signature.digest.to_string()])
+    );
+}
+
+fn digests(descriptors: &[Descriptor]) -> BTreeSet<String> {
+    descriptors.iter().map(|d| d.digest().to_string()).collect()
+}
