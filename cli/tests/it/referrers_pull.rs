@@ -3,18 +3,24 @@
 //! tests' registry has no referrers API, as ghcr has none), fetches them verified and
 //! records them; a filter keeps only the types named; `lock --referrers` pins them and
 //! `sync` fetches them by digest into an empty store, checks them against their pins,
-//! and works offline with the registry gone once the store holds them.
+//! and works offline with the registry gone once the store holds them. A tag naming
+//! an index carries the index's referrers and the chosen image's; against `stowage
+//! serve`, which has the referrers API, discovery goes through the API.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use stowage::{fallback_tag, CosignTag, ANNOTATION_COSIGN_TAG, ARTIFACT_COSIGN_SIGNATURE};
+use stowage_faultproxy::{Faults, Proxy};
 use stowage_store::{Digest, Store};
 
 use crate::support::cosign::{sbom, signature, simple_signing_payload, Artifact, CosignKey};
-use crate::support::fixtures::{put_image, put_layer, sample_tree, sha256_digest, Compression};
+use crate::support::fixtures::{
+    put_image, put_layer, sample_tree, sha256_digest, tagged_image, two_platform_index, Compression,
+};
 use crate::support::pulling::*;
 use crate::support::push::push_manifest;
+use crate::support::serving::Served;
 
 const REPO: &str = "signed/app";
 const SPDX: &str = "application/spdx+json";
@@ -354,4 +360,128 @@ fn a_pinned_referrer_the_registry_does_not_hold_fails_sync_naming_the_pin_and_wh
         "{detail}"
     );
     assert!(recorded(&store, &signed.digest).is_empty());
+}
+
+#[test]
+fn a_tag_naming_an_index_carries_the_referrers_of_the_index_and_of_the_chosen_image() {
+    let env = Env::new();
+    let index = two_platform_index(&env.fixtures);
+    env.push(&index.descriptor, &format!("{REPO}:multi"));
+    let key = CosignKey::from_seed("referrers-index");
+    let index_digest = index.descriptor.digest().clone();
+    let amd64 = index.images[0].descriptor.digest().clone();
+    let arm64 = index.images[1].descriptor.digest().clone();
+    let mut signatures = Vec::new();
+    for subject in [&index_digest, &amd64, &arm64] {
+        let payload = simple_signing_payload(subject, &format!("{}/{REPO}", env.proxy.addr()));
+        let artifact = signature(&key, &payload, None);
+        artifact.push(
+            &env.registry,
+            REPO,
+            Some(&CosignTag::Signature.tag(subject)),
+        );
+        signatures.push(artifact);
+    }
+
+    let store = env.store();
+    let report = env.pull(&[
+        "--platform",
+        "linux/amd64",
+        "--referrers",
+        &env.via_proxy(&format!("{REPO}:multi")),
+    ]);
+    assert_eq!(report["manifest_digest"], amd64.to_string(), "{report}");
+    assert_eq!(
+        recorded(&store, &index_digest),
+        vec![signatures[0].digest.to_string()]
+    );
+    assert_eq!(
+        recorded(&store, &amd64),
+        vec![signatures[1].digest.to_string()]
+    );
+    // The platform not pulled keeps its signature on the registry.
+    assert!(recorded(&store, &arm64).is_empty());
+    assert!(!blob_present(&store, &signatures[2].digest));
+    let subjects: Vec<&str> = report["referrers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        subjects,
+        vec![index_digest.to_string(), amd64.to_string()],
+        "{report}"
+    );
+
+    // lock pins both, each with its subject.
+    let lockfile = env.dir.path().join("multi.lock");
+    ok(env.stowage(&[
+        "lock",
+        "--referrers",
+        "--platform",
+        "linux/amd64",
+        "-o",
+        lockfile.to_str().unwrap(),
+        &env.via_proxy(&format!("{REPO}:multi")),
+    ]));
+    let text = std::fs::read_to_string(&lockfile).unwrap();
+    assert!(
+        text.contains(&format!("subject = \"{index_digest}\""))
+            && text.contains(&format!("subject = \"{amd64}\""))
+            && !text.contains(&arm64.to_string()),
+        "{text}"
+    );
+}
+
+#[test]
+fn pull_referrers_through_the_referrers_api_of_stowage_serve() {
+    // A store holding an image with a tag-schema signature, an OCI 1.1 signature and
+    // an SBOM, served: `serve` answers the referrers API, so discovery goes through it.
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let store = Store::open(&source).unwrap();
+    let image = tagged_image(&store, "registry.test/tools/app:1", "amd64");
+    let digest = image.descriptor.digest().clone();
+    let key = CosignKey::from_seed("referrers-api");
+    let payload = simple_signing_payload(&digest, "registry.test/tools/app");
+    let tag_signature = signature(&key, &payload, None);
+    tag_signature.put(&store, &digest, Some(CosignTag::Signature));
+    let oci_signature = signature(&key, &payload, Some(&image.descriptor));
+    oci_signature.put(&store, &digest, None);
+    let sbom = sbom(&image.descriptor, "app");
+    sbom.put(&store, &digest, None);
+    let served = Served::start(&source);
+    let proxy = Proxy::start(&served.addr, Faults::default());
+    let reference = format!("{}/tools/app:1", proxy.addr());
+
+    let all = dir.path().join("all");
+    let report = ok(stowage_in(&all, &["pull", "--referrers", &reference]));
+    let artifacts = [&tag_signature, &oci_signature, &sbom];
+    assert_eq!(
+        report["referrers"].as_array().map(Vec::len),
+        Some(3),
+        "{report}"
+    );
+    assert_eq!(
+        recorded(&all, &digest),
+        sorted(artifacts.iter().map(|a| a.digest.to_string()).collect())
+    );
+    for artifact in artifacts {
+        assert_whole(&all, artifact);
+    }
+    // Found through the API: the fallback tag was never asked for.
+    let paths: Vec<String> = proxy.log().into_iter().map(|r| r.path).collect();
+    let api = format!("/v2/tools/app/referrers/{digest}");
+    let fallback = format!("/v2/tools/app/manifests/{}", fallback_tag(&digest));
+    assert!(paths.contains(&api), "{paths:?}");
+    assert!(!paths.contains(&fallback), "{paths:?}");
+
+    let only_sbom = dir.path().join("sbom");
+    ok(stowage_in(
+        &only_sbom,
+        &["pull", &format!("--referrers={SPDX}"), &reference],
+    ));
+    assert_eq!(recorded(&only_sbom, &digest), vec![sbom.digest.to_string()]);
+    assert!(!blob_present(&only_sbom, &oci_signature.digest));
 }
