@@ -35,6 +35,7 @@ mod runtime;
 mod serve;
 mod serve_errors;
 mod serve_load;
+mod signatures_travel;
 mod store_concurrency;
 mod store_eviction;
 mod store_processes;
