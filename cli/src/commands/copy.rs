@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use stowage::store::Store;
+use stowage::store::{Descriptor, Store};
 use stowage::{
-    copy as copy_image, pull, pull_many, ClientConfig, CopyReport, PullOptions, PushOptions,
-    Reference, ReferrerFilter,
+    copy as copy_image, pull, pull_many, pull_referrers, ClientConfig, CopyReport, PullOptions,
+    PushOptions, Reference, ReferrerFilter,
 };
 
 use super::args::{BlobArgs, ReferrerArgs, RegistryArgs};
@@ -81,7 +81,10 @@ fn ensure_local(
     args: &PushArgs,
     out: &Output,
 ) -> anyhow::Result<String> {
-    if store.resolve_ref(source)?.is_some() {
+    if let Some(stored) = store.resolve_ref(source)? {
+        if let Some(filter) = &args.referrers.referrers {
+            refresh_referrers(tokio, store, source, &stored, filter, args);
+        }
         return Ok(source.to_string());
     }
     let reference: Reference = source
@@ -100,6 +103,34 @@ fn ensure_local(
         progress_for(out),
     ))?;
     Ok(report.reference)
+}
+
+/// With `--referrers`, a source the store holds has its referrers fetched from the
+/// registry it names (the stored image stays as it is). Where that registry cannot be
+/// reached, the referrers the store holds are pushed, and a warning says so.
+fn refresh_referrers(
+    tokio: &Runtime,
+    store: &Store,
+    source: &str,
+    stored: &Descriptor,
+    filter: &ReferrerFilter,
+    args: &PushArgs,
+) {
+    let Ok(reference) = source.parse::<Reference>() else {
+        return;
+    };
+    let fetched = args
+        .registry
+        .client(&[&reference.registry])
+        .and_then(|client| {
+            Ok(tokio.block_on(pull_referrers(&client, store, &reference, stored, filter))?)
+        });
+    if let Err(e) = fetched {
+        tracing::warn!(
+            "{source}: its referrers could not be fetched from the registry ({e:#}); \
+             pushing those the store holds"
+        );
+    }
 }
 
 fn print(report: &CopyReport, out: &Output) {
@@ -152,7 +183,10 @@ pub fn mirror(
     let mut names: Vec<Option<String>> = Vec::with_capacity(lines.len());
     let mut missing: Vec<(usize, Reference)> = Vec::new();
     for (i, line) in lines.iter().enumerate() {
-        if store.resolve_ref(line)?.is_some() {
+        if let Some(stored) = store.resolve_ref(line)? {
+            if let Some(filter) = &args.push.referrers.referrers {
+                refresh_referrers(tokio, store, line, &stored, filter, &args.push);
+            }
             names.push(Some(line.to_string()));
         } else {
             let reference: Reference = line.parse().with_context(|| {

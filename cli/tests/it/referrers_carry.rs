@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -15,6 +16,7 @@ use stowage_store::{Descriptor, Digest, Store, REF_NAME_ANNOTATION};
 use crate::support::archive_check::{dir_blobs, fails, listed, ok, path_str};
 use crate::support::cosign::{sbom, signature, simple_signing_payload, Artifact, CosignKey};
 use crate::support::fixtures::{tagged_image, Image};
+use crate::support::pulling::{stderr, stowage_in, Env};
 use crate::support::registry::Registry;
 use crate::support::serving::{curl, Served};
 
@@ -231,8 +233,6 @@ fn assert_nothing_recorded(store: &Path) {
     assert_eq!(records(store), Vec::new());
     assert_eq!(dir_blobs(store), BTreeSet::new());
 }
-
-use std::os::unix::fs::PermissionsExt;
 
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
@@ -479,4 +479,52 @@ fn an_unnamed_entry_with_a_subject_field_is_recorded_from_its_manifest_as_oras_w
 
 fn digests(descriptors: &[Descriptor]) -> BTreeSet<String> {
     descriptors.iter().map(|d| d.digest().to_string()).collect()
+}
+
+#[test]
+fn copy_with_referrers_from_a_registry_pulls_them_through_the_store_and_pushes_them() {
+    let env = Env::new();
+    let image = tagged_image(&env.fixtures, "src/app:1", "amd64");
+    env.push(&image.descriptor, "src/app:1");
+    let digest = image.descriptor.digest();
+    let key = CosignKey::from_seed("referrers-copy");
+    let payload = simple_signing_payload(digest, &format!("{}/src/app", env.registry.addr()));
+    let tag_signature = signature(&key, &payload, None);
+    let sig_tag = CosignTag::Signature.tag(digest);
+    tag_signature.push(&env.registry, "src/app", Some(&sig_tag));
+
+    let second = Registry::start();
+    let source = format!("{}/src/app:1", env.registry.addr());
+    let target = format!("{}/dst/app:1", second.addr());
+    // Without the flag, only the image: the store holds no referrer of it.
+    let plain = env.json(&["copy", &source, &target]);
+    assert_eq!(plain["referrers_pushed"], 0, "{plain}");
+    assert_eq!(remote_manifest(&second, "dst/app", &sig_tag), None);
+
+    let copied = env.json(&[
+        "copy",
+        "--referrers",
+        &source,
+        &format!("{}/dst/signed:1", second.addr()),
+    ]);
+    // The first copy stored the source: --referrers fetches its referrers from the
+    // source registry into the store, and pushes them after it.
+    assert_eq!(copied["referrers_pushed"], 1, "{copied}");
+    assert_eq!(
+        remote_manifest(&second, "dst/signed", &sig_tag).as_deref(),
+        Some(&tag_signature.manifest[..])
+    );
+    assert_eq!(records(&env.store()).len(), 1);
+
+    // Into an empty store, the pull of the source brings them.
+    let fresh = env.dir.path().join("fresh");
+    let output = stowage_in(&fresh, &["copy", "--referrers", &source, &target]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let copied: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(copied["referrers_pushed"], 1, "{copied}");
+    assert_eq!(
+        remote_manifest(&second, "dst/app", &sig_tag).as_deref(),
+        Some(&tag_signature.manifest[..])
+    );
+    assert_eq!(records(&fresh).len(), 1);
 }
