@@ -59,12 +59,12 @@ pub use crate::oci::layers::{diff_id, Compression, LayerError};
 pub use crate::oci::manifest::{ManifestError, ManifestKind, RawManifest};
 pub use crate::oci::platform::{Platform, PlatformError};
 pub use crate::oci::reference::{registries, Reference, ReferenceError, DEFAULT_REGISTRY};
+pub use crate::oci::referrer::ANNOTATION_REFERRER_SUBJECT;
 pub use crate::oci::referrer::{
     artifact_type_of, fallback_tag, referrer_descriptor, CosignTag, ReferrerFilter,
     ANNOTATION_COSIGN_SIGNATURE, ANNOTATION_COSIGN_TAG, ARTIFACT_COSIGN_ATTESTATION,
     ARTIFACT_COSIGN_SBOM, ARTIFACT_COSIGN_SIGNATURE, SIMPLE_SIGNING_MEDIA_TYPE,
 };
-pub use crate::oci::referrer::ANNOTATION_REFERRER_SUBJECT;
 
 // The OCI distribution client: pull and push on one configuration.
 pub use crate::registry::{
@@ -112,11 +112,11 @@ pub use crate::factored::noarch::PythonVersion;
 pub use crate::factored::package::{CondaPackage, PackageError};
 
 // Moving images: export/import archives, copy/mirror to registries, serve the store.
+pub use crate::mirror::archive::ExportedReferrer;
 pub use crate::mirror::archive::{
     export, import, import_reader, plan_pins, plan_refs, ArchiveError, ArchiveFormat, ExportPlan,
     ExportReport, ExportedImage, ImportReport, ImportedImage,
 };
-pub use crate::mirror::archive::ExportedReferrer;
 pub use crate::mirror::copy::{copy, CopyError, CopyReport};
 pub use crate::mirror::serve::{
     bind, raise_fd_limit, serve, serve_with, ServeError, ServeOptions, Server,
@@ -124,7 +124,9 @@ pub use crate::mirror::serve::{
 
 // Signature policy: containers-policy.json(5) scopes, checked offline against the
 // cosign signatures in the store.
-pub use crate::policy::{signed_subjects, Policy, PolicyError, Refusal, Verdict, SYSTEM_POLICY};
+pub use crate::policy::{
+    signed_subjects, Policy, PolicyError, Refusal, SignedIndexes, Verdict, SYSTEM_POLICY,
+};
 
 // Container runtimes: load stored images into podman or docker, run them, warm them.
 pub use crate::runtime::warm::{

@@ -36,8 +36,6 @@ pub enum PolicyError {
     },
     #[error("{0}")]
     Refused(Refusal),
-    #[error("{image}: {detail}")]
-    BadImage { image: String, detail: String },
     #[error("checking the signatures of {image}: {source}")]
     Store {
         image: String,

@@ -56,7 +56,7 @@ pub fn accepts(identity: &SignedIdentity, image: &Reference, signed: &str) -> Re
         ""
     };
     Err(format!(
-        "the payload names docker-reference {signature}, which {} does not accept for {wanted}{hint}",
+        "the payload names docker-reference {signed}, which {} does not accept for {wanted}{hint}",
         identity.name()
     ))
 }
@@ -84,6 +84,11 @@ mod tests {
         assert!(accepts(&default, &tagged, "registry.example/tools/samtools:1.21").is_err());
         let repo_only = accepts(&default, &tagged, "registry.example/tools/samtools").unwrap_err();
         assert!(repo_only.contains("matchRepository"), "{repo_only}");
+        // Named as the payload wrote it, without the `latest` a parser would add.
+        assert!(
+            repo_only.contains("docker-reference registry.example/tools/samtools,"),
+            "{repo_only}"
+        );
         let digest = format!("sha256:{}", "ab".repeat(32));
         let pinned = image(&format!("registry.example/tools/samtools@{digest}"));
         assert!(accepts(&default, &pinned, "registry.example/tools/samtools:any").is_ok());

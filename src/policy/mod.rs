@@ -7,16 +7,18 @@ mod error;
 mod file;
 mod identity;
 mod scope;
+mod subjects;
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::image::{Digest, ImageIndex};
+use oci_spec::image::Digest;
 
 use crate::oci::reference::Reference;
-use crate::store::{Store, MANIFEST_LIMIT};
+use crate::store::Store;
 
 pub use self::error::{PolicyError, Refusal};
 use self::file::{PolicyFile, Requirement};
+pub use self::subjects::{signed_subjects, SignedIndexes};
 
 /// Where podman looks for a user's policy, under `$HOME`.
 const USER_POLICY: &str = ".config/containers/policy.json";
@@ -105,11 +107,13 @@ impl Policy {
         image: &str,
         digests: &[Digest],
     ) -> Result<Verdict, PolicyError> {
-        let reference: Reference = image.parse().map_err(|e| PolicyError::BadImage {
-            image: image.to_string(),
-            detail: format!("{e}"),
-        })?;
-        let (scope, requirements) = scope::lookup(&self.file, &reference);
+        // A name that is no registry reference (an OCI layout's bare `1.0`) is in no
+        // docker scope: the policy's default applies, and no signature can name it.
+        let reference = image.parse::<Reference>().ok();
+        let (scope, requirements) = match &reference {
+            Some(reference) => scope::lookup(&self.file, reference),
+            None => ("default".to_string(), self.file.default.as_slice()),
+        };
         let mut accepted_by = Vec::new();
         let mut reasons = Vec::new();
         for requirement in requirements {
@@ -120,8 +124,14 @@ impl Policy {
                 Requirement::Reject => {
                     reasons.push("the scope rejects every image (\"type\": \"reject\")".into())
                 }
+                Requirement::SigstoreSigned { .. } if reference.is_none() => reasons.push(
+                    "it is not named as a registry reference, so no signature's \
+                     docker-reference can name it"
+                        .into(),
+                ),
                 Requirement::SigstoreSigned { keys, identity } => {
-                    let outcome = cosign::verify(store, &reference, digests, keys, identity)
+                    let reference = reference.as_ref().expect("checked above");
+                    let outcome = cosign::verify(store, reference, digests, keys, identity)
                         .map_err(|source| PolicyError::Store {
                             image: image.to_string(),
                             source: Box::new(source),
@@ -152,28 +162,55 @@ impl Policy {
     }
 }
 
-/// The digests whose signatures stand for a stored manifest: the manifest's own, then
-/// each stored index that has referrers recorded and lists it (cosign signs what a tag
-/// names, often the index; the index, stored by digest, vouches for its entries).
-pub fn signed_subjects(store: &Store, manifest: &Digest) -> Result<Vec<Digest>, PolicyError> {
-    let mut subjects = vec![manifest.clone()];
-    let store_error = |source| PolicyError::Store {
-        image: manifest.to_string(),
-        source: Box::new(source),
-    };
-    for (subject, _) in store.all_referrers().map_err(store_error)? {
-        if subject == *manifest || !store.has(&subject) {
-            continue;
-        }
-        let Ok(bytes) = store.read_blob(&subject, MANIFEST_LIMIT) else {
-            continue;
-        };
-        let Ok(index) = serde_json::from_slice::<ImageIndex>(&bytes) else {
-            continue;
-        };
-        if index.manifests().iter().any(|d| d.digest() == manifest) {
-            subjects.push(subject);
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_that_is_no_reference_falls_under_the_default_and_no_signature_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let digest: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let open = Policy::from_bytes(
+            Path::new("/p.json"),
+            br#"{"default": [{"type": "insecureAcceptAnything"}],
+                 "transports": {"docker": {"": [{"type": "reject"}]}}}"#,
+        )
+        .unwrap();
+        let verdict = open
+            .check(&store, "Not A Reference", std::slice::from_ref(&digest))
+            .unwrap();
+        assert_eq!(verdict.scope, "default");
+        // A reference gets the transport's "" scope, which rejects.
+        assert!(open
+            .check(&store, "r.example/a:1", std::slice::from_ref(&digest))
+            .is_err());
+
+        use base64::Engine;
+        use p256::pkcs8::{EncodePublicKey, LineEnding};
+        let pem = p256::ecdsa::SigningKey::from_slice(&[7u8; 32])
+            .unwrap()
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        let data = base64::engine::general_purpose::STANDARD.encode(pem);
+        let signed = Policy::from_bytes(
+            Path::new("/p.json"),
+            format!(r#"{{"default": [{{"type": "sigstoreSigned", "keyData": "{data}"}}]}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        let refused = signed
+            .check(&store, "Not A Reference", &[digest])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("Not A Reference") && refused.contains("(scope default)"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("not named as a registry reference"),
+            "{refused}"
+        );
     }
-    Ok(subjects)
 }

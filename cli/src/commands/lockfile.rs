@@ -158,15 +158,12 @@ pub fn sync(
         progress_for(out),
     ));
     if let (Some(policy), Some(before)) = (&policy, &before) {
-        policy_args::check_synced(
+        let fetch = policy_args::Fetch {
             tokio,
-            &client,
-            store,
-            policy,
-            &mut report,
-            args.offline,
-            before,
-        )?;
+            client: &client,
+            offline: args.offline,
+        };
+        policy_args::check_synced(&fetch, store, policy, &pins, &mut report, before)?;
     }
     for image in &report.images {
         let detail = image

@@ -16,8 +16,8 @@ use anyhow::Context;
 use clap::Args;
 use stowage::store::{parse_digest, Descriptor, Digest, MediaType, Store, MANIFEST_LIMIT};
 use stowage::{
-    signed_subjects, Client, Policy, RawManifest, Reference, ReferrerFilter, StoredImage,
-    SyncReport, SyncStatus, Verdict, ARTIFACT_COSIGN_SIGNATURE,
+    signed_subjects, Client, Pin, Policy, RawManifest, Reference, ReferrerFilter, SignedIndexes,
+    StoredImage, SyncReport, SyncStatus, Verdict, ARTIFACT_COSIGN_SIGNATURE,
 };
 use tokio::runtime::Runtime;
 
@@ -150,8 +150,9 @@ pub fn check_imported(
     before: &RefsBefore,
 ) -> anyhow::Result<()> {
     let mut refusals = Vec::new();
+    let indexes = SignedIndexes::read(store)?;
     for (name, digest) in images {
-        let subjects = subjects(store, digest, None)?;
+        let subjects = indexes.subjects(digest);
         match policy.check(store, name, &subjects) {
             Ok(verdict) => tracing::info!(
                 "{name}: accepted (scope {}): {}",
@@ -174,6 +175,14 @@ pub fn check_imported(
     )
 }
 
+/// Where signatures are fetched from before a check: the command's client, unless
+/// it runs offline.
+pub struct Fetch<'a> {
+    pub tokio: &'a Runtime,
+    pub client: &'a Arc<Client>,
+    pub offline: bool,
+}
+
 /// `pull`: fetch the image's signatures when its scope needs them (unless offline),
 /// then check it; refused, its ref is put back as `before` had it.
 pub struct Pulled<'a> {
@@ -182,12 +191,10 @@ pub struct Pulled<'a> {
     pub name: &'a str,
     pub manifest_digest: &'a str,
     pub index_digest: Option<&'a str>,
-    pub offline: bool,
 }
 
 pub fn check_pulled(
-    tokio: &Runtime,
-    client: &Arc<Client>,
+    fetch: &Fetch,
     store: &Store,
     policy: &Policy,
     pulled: &Pulled,
@@ -197,16 +204,7 @@ pub fn check_pulled(
     let index = pulled.index_digest.map(parse_digest).transpose()?;
     let mut fetched: Vec<Digest> = vec![manifest.clone()];
     fetched.extend(index.clone());
-    fetch_if_needed(
-        tokio,
-        client,
-        store,
-        policy,
-        pulled.reference,
-        &fetched,
-        pulled.offline,
-    )
-    .or_else(|e| {
+    fetch_if_needed(fetch, store, policy, pulled.reference, &fetched).or_else(|e| {
         before.restore(store, pulled.name)?;
         Err(e)
     })?;
@@ -215,31 +213,63 @@ pub fn check_pulled(
     Ok(())
 }
 
-/// `sync`: each image the sync made whole is checked as `pull` checks it; a refused
-/// one is marked failed with the refusal as its detail, and its ref put back.
+/// `sync`: each image the sync made whole is checked as `pull` checks it (the
+/// signatures of its pinned digests fetched first, unless offline); a refused one is
+/// marked failed with the refusal as its detail, and its ref put back.
 pub fn check_synced(
-    tokio: &Runtime,
-    client: &Arc<Client>,
+    fetch: &Fetch,
     store: &Store,
     policy: &Policy,
+    pins: &[Pin],
     report: &mut SyncReport,
-    offline: bool,
     before: &RefsBefore,
 ) -> anyhow::Result<()> {
-    for image in report.images.iter_mut().filter(|i| i.status.is_whole()) {
-        let Some(named) = store.resolve_ref(&image.name)? else {
+    let by_name: HashMap<&str, &Pin> = pins.iter().map(|p| (p.name.as_str(), p)).collect();
+    // The report names images as the lockfile does; the store, by reference.
+    let mut checked = Vec::new();
+    for (i, image) in report.images.iter_mut().enumerate() {
+        let Some(pin) = by_name.get(image.name.as_str()) else {
             continue;
         };
-        let outcome = (|| -> anyhow::Result<Verdict> {
-            let reference: Reference = image.reference.parse()?;
-            let subjects = subjects(store, named.digest(), None)?;
-            fetch_if_needed(tokio, client, store, policy, &reference, &subjects, offline)?;
-            // Signatures just fetched may be of an index that lists this image.
-            let subjects = subjects_again(store, named.digest(), subjects)?;
-            check_recorded(store, policy, &image.name, &subjects, before)
-        })();
-        if let Err(e) = outcome {
-            before.restore(store, &image.name)?;
+        let store_name = pin.store_name();
+        let recorded = match store.resolve_ref(&store_name)? {
+            Some(d) if image.status.is_whole() => d.digest().clone(),
+            _ => continue,
+        };
+        let mut digests = vec![recorded];
+        for pinned in [Some(&pin.digest), pin.manifest.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if !digests.contains(pinned) {
+                digests.push(pinned.clone());
+            }
+        }
+        let fetched = pin
+            .reference
+            .parse::<Reference>()
+            .map_err(anyhow::Error::from)
+            .and_then(|r| fetch_if_needed(fetch, store, policy, &r, &digests));
+        match fetched {
+            Ok(()) => checked.push((i, store_name, digests)),
+            Err(e) => {
+                before.restore(store, &store_name)?;
+                image.status = SyncStatus::Failed;
+                image.detail = Some(format!("{e:#}"));
+            }
+        }
+    }
+    // Read once, after every fetch: a signed index may list several of the images.
+    let indexes = SignedIndexes::read(store)?;
+    for (i, store_name, digests) in checked {
+        let mut subjects = indexes.subjects(&digests[0]);
+        for digest in &digests[1..] {
+            if !subjects.contains(digest) {
+                subjects.push(digest.clone());
+            }
+        }
+        if let Err(e) = check_recorded(store, policy, &store_name, &subjects, before) {
+            let image = &mut report.images[i];
             image.status = SyncStatus::Failed;
             image.detail = Some(format!("{e:#}"));
         }
@@ -247,40 +277,29 @@ pub fn check_synced(
     Ok(())
 }
 
-fn subjects_again(
-    store: &Store,
-    digest: &Digest,
-    known: Vec<Digest>,
-) -> anyhow::Result<Vec<Digest>> {
-    let mut subjects = known;
-    for found in signed_subjects(store, digest)? {
-        if !subjects.contains(&found) {
-            subjects.push(found);
-        }
-    }
-    Ok(subjects)
-}
-
 /// Fetches the signatures of `digests` from `reference`'s repository when the scope
 /// that applies to it needs them; offline, the store's alone are checked.
 fn fetch_if_needed(
-    tokio: &Runtime,
-    client: &Arc<Client>,
+    fetch: &Fetch,
     store: &Store,
     policy: &Policy,
     reference: &Reference,
     digests: &[Digest],
-    offline: bool,
 ) -> anyhow::Result<()> {
-    if offline || !policy.needs_signatures(reference) {
+    if fetch.offline || !policy.needs_signatures(reference) {
         return Ok(());
     }
     let filter = ReferrerFilter::Types(vec![ARTIFACT_COSIGN_SIGNATURE.to_string()]);
     for digest in digests {
         let subject = subject_descriptor(store, digest);
-        let found = tokio
+        let found = fetch
+            .tokio
             .block_on(stowage::pull_referrers(
-                client, store, reference, &subject, &filter,
+                fetch.client,
+                store,
+                reference,
+                &subject,
+                &filter,
             ))
             .with_context(|| format!("fetching the signatures of {reference} ({digest})"))?;
         tracing::info!(

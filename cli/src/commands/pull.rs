@@ -80,14 +80,18 @@ pub fn pull(
         progress,
     ))?;
     if let (Some(policy), Some(before)) = (&policy, &before) {
+        let fetch = policy_args::Fetch {
+            tokio,
+            client: &client,
+            offline: args.offline,
+        };
         let pulled = policy_args::Pulled {
             reference: &reference,
             name: &report.reference,
             manifest_digest: &report.manifest_digest,
             index_digest: report.index_digest.as_deref(),
-            offline: args.offline,
         };
-        policy_args::check_pulled(tokio, &client, store, policy, &pulled, before)?;
+        policy_args::check_pulled(&fetch, store, policy, &pulled, before)?;
     }
     out.line(format!(
         "{} {}: {} layers, fetched {} in {} blobs, {} already present, {:.2} s",
