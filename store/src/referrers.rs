@@ -151,7 +151,7 @@ impl Store {
                 subjects.push(digest);
             }
         }
-        subjects.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+        subjects.sort_by_key(|a| a.to_string());
         Ok(subjects)
     }
 
