@@ -59,7 +59,9 @@ fn a_referrer_is_recorded_only_when_stored_and_answers_filtered() {
 
     let (sig, _) = manifest(&store, b"signature", Some(SIG), Some(&image));
     let (sbom, _) = manifest(&store, b"sbom", Some(SBOM), Some(&image));
-    store.add_referrers(image.digest(), &[sig.clone()]).unwrap();
+    store
+        .add_referrers(image.digest(), std::slice::from_ref(&sig))
+        .unwrap();
     store
         .add_referrers(image.digest(), &[sbom.clone(), sig.clone()])
         .unwrap();
@@ -90,13 +92,17 @@ fn gc_keeps_referrers_while_their_subject_is_kept() {
         Some("application/x-att"),
         Some(&sig),
     );
-    store.add_referrers(image.digest(), &[sig.clone()]).unwrap();
-    store.add_referrers(sig.digest(), &[att.clone()]).unwrap();
+    store
+        .add_referrers(image.digest(), std::slice::from_ref(&sig))
+        .unwrap();
+    store
+        .add_referrers(sig.digest(), std::slice::from_ref(&att))
+        .unwrap();
     // A signature carried for an image that is not stored: nothing keeps it.
     let orphan_subject = stowage_store::sha256_of(b"another image");
     let (orphan, orphan_layer) = manifest(&store, b"orphan signature", Some(SIG), None);
     store
-        .add_referrers(&orphan_subject, &[orphan.clone()])
+        .add_referrers(&orphan_subject, std::slice::from_ref(&orphan))
         .unwrap();
 
     let report = store.gc(&[], false).unwrap();
