@@ -35,7 +35,15 @@ pub struct PolicyArgs {
 impl PolicyArgs {
     /// The policy in force, if any.
     pub fn load(&self) -> anyhow::Result<Option<Policy>> {
-        let policy = Policy::given_or_default(self.policy.as_deref())?;
+        let policy =
+            Policy::given_or_default(self.policy.as_deref()).with_context(|| {
+                match &self.policy {
+                    Some(_) => "the --policy file cannot be used".to_string(),
+                    None => "the signature policy podman would use cannot be used by stowage \
+                         (give --policy FILE to use another)"
+                        .to_string(),
+                }
+            })?;
         if let Some(policy) = &policy {
             tracing::debug!("signature policy: {}", policy.path().display());
         }

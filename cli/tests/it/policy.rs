@@ -410,3 +410,28 @@ fn import_of_an_unsigned_image_is_refused_and_its_ref_stays_as_it_was() {
     assert!(imported.status.success(), "{}", stderr(&imported));
     assert_eq!(site.store.refs().unwrap().len(), 2);
 }
+
+#[test]
+fn a_signed_image_exported_with_its_signature_is_accepted_on_import_offline() {
+    let source = Site::new();
+    let image = tagged_image(&source.store, NAME, "amd64");
+    let digest = image.descriptor.digest();
+    source
+        .signature_of(digest, Some(&image.descriptor))
+        .put(&source.store, digest, None);
+    let archive = source.dir.path().join("signed.tar");
+    let exported = source.stowage(&["export", NAME, "-o", archive.to_str().unwrap()]);
+    assert!(exported.status.success(), "{}", stderr(&exported));
+
+    let site = Site::new();
+    let policy = site.policy(sigstore_signed());
+    let imported = site.stowage(&[
+        "import",
+        archive.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    assert_eq!(site.store.referrers(digest).unwrap().len(), 1);
+    assert_loaded(&site, &site.load(&policy));
+}
