@@ -82,6 +82,16 @@ impl Policy {
         &self.file.path
     }
 
+    /// Whether every scope and the default hold `insecureAcceptAnything` alone (the
+    /// policy Debian ships): nothing can be refused, so nothing need be checked.
+    pub fn accepts_anything(&self) -> bool {
+        let open = |list: &[Requirement]| {
+            list.iter()
+                .all(|r| matches!(r, Requirement::InsecureAcceptAnything))
+        };
+        open(&self.file.default) && self.file.docker.values().all(|l| open(l))
+    }
+
     /// The label of the scope that applies to `image` (`transports.docker."<scope>"`
     /// or `default`).
     pub fn scope_of(&self, image: &Reference) -> String {
@@ -181,6 +191,13 @@ mod tests {
             .check(&store, "Not A Reference", std::slice::from_ref(&digest))
             .unwrap();
         assert_eq!(verdict.scope, "default");
+        assert!(!open.accepts_anything());
+        let debian = Policy::from_bytes(
+            Path::new("/p.json"),
+            br#"{"default": [{"type": "insecureAcceptAnything"}]}"#,
+        )
+        .unwrap();
+        assert!(debian.accepts_anything());
         // A reference gets the transport's "" scope, which rejects.
         assert!(open
             .check(&store, "r.example/a:1", std::slice::from_ref(&digest))
