@@ -1,7 +1,8 @@
 //! Pulling many images as one job (`sync`, `warm`, `mirror`): as many at a time as
 //! the client downloads at once, and every new ref recorded in one update of
 //! `index.json` (and one of the tag cache) at the end instead of one per image, so N
-//! images cost N, not N², however large the store.
+//! images cost N, not N², however large the store. Referrers, when asked for, are
+//! carried after the refs are recorded, one image after another.
 
 use std::sync::Arc;
 
@@ -38,15 +39,16 @@ pub async fn pull_many(
         .map(|p| p.as_ref().ok().and_then(|p| p.new_ref.clone()))
         .collect();
     let recorded = record_all(store, &new_refs);
-    let results: Vec<Result<PullReport, PullError>> = pulled
-        .into_iter()
-        .zip(recorded)
-        .map(|(pulled, recorded)| {
-            let pulled = pulled?;
-            recorded?;
-            Ok(pulled.report)
-        })
-        .collect();
+    let mut results: Vec<Result<PullReport, PullError>> = Vec::new();
+    for ((pulled, recorded), reference) in pulled.into_iter().zip(recorded).zip(references) {
+        results.push(match (pulled, recorded) {
+            (Ok(pulled), Ok(())) => {
+                with_referrers(&client, store, reference, pulled, options).await
+            }
+            (Err(e), _) => Err(e),
+            (_, Err(e)) => Err(e.into()),
+        });
+    }
     let used: Vec<&str> = results
         .iter()
         .filter_map(|r| r.as_ref().ok().map(|r| r.reference.as_str()))
@@ -56,6 +58,25 @@ pub async fn pull_many(
     }
     drop(lease);
     Ok(results)
+}
+
+/// The pull's report, with the referrers `options` asks for carried (as [`super::pull`]
+/// carries them).
+async fn with_referrers(
+    client: &Arc<Client>,
+    store: &Store,
+    reference: &Reference,
+    pulled: super::Pulled,
+    options: &PullOptions,
+) -> Result<PullReport, PullError> {
+    let mut report = pulled.report;
+    if let Some(filter) = &options.referrers {
+        report.referrers = Some(
+            super::carry_referrers(client, store, reference, &pulled.subjects, filter, options)
+                .await?,
+        );
+    }
+    Ok(report)
 }
 
 /// Records the refs of images pulled unrecorded ([`pull_unrecorded`]), one entry per
