@@ -133,9 +133,9 @@ pub use crate::runtime::warm::{
     pull_targets, sync_targets, warm_one, WarmError, WarmTarget, Warmed,
 };
 pub use crate::runtime::{
-    by_name, parse_env, run_argv, runtime_name, volume_args, ContainerRuntime, Docker, GpuRequest,
-    ImageError, LoadArchiveError, LoadedImage, Mount, Podman, RunOutcome, RunSpec, RunSpecError,
-    RuntimeError, RuntimeImage, RuntimeInfo, StoredImage,
+    by_name, parse_env, run_argv, runtime_name, volume_args, ContainerRuntime, Containerd, Docker,
+    GpuRequest, ImageError, LoadArchiveError, LoadedImage, Mount, Podman, RunOutcome, RunSpec,
+    RunSpecError, RuntimeError, RuntimeImage, RuntimeInfo, StoredImage,
 };
 
 // Unpacking a stored image into a root filesystem, with no runtime at all.

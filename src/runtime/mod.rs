@@ -1,4 +1,4 @@
-//! Container runtimes: handing images from the store to podman or docker.
+//! Container runtimes: handing images from the store to podman, docker or containerd.
 //!
 //! A [`ContainerRuntime`] drives a runtime's own command line (`podman`, `docker`)
 //! as child processes: it loads a stored image by streaming an archive of it into
@@ -11,6 +11,7 @@
 //! `localhost/...` name; see [`runtime_name`].
 
 pub mod archive;
+mod containerd;
 mod docker;
 pub mod docker_archive;
 mod image;
@@ -24,6 +25,7 @@ pub mod warm;
 use std::time::Instant;
 
 pub use archive::LoadArchiveError;
+pub use containerd::Containerd;
 pub use docker::Docker;
 pub use image::{ImageError, StoredImage};
 pub use naming::runtime_name;
@@ -42,7 +44,7 @@ pub enum RuntimeError {
     NotInstalled { runtime: String, program: String },
     #[error("{runtime} is not running: {message}")]
     NotRunning { runtime: String, message: String },
-    #[error("no container runtime named {0:?} (use podman or docker)")]
+    #[error("no container runtime named {0:?} (use podman, docker or containerd)")]
     Unknown(String),
     #[error("could not start {program}: {source}")]
     Spawn {
@@ -71,6 +73,8 @@ pub enum RuntimeError {
         expected: String,
         actual: String,
     },
+    #[error("{runtime} cannot {what}")]
+    Unsupported { runtime: String, what: String },
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
@@ -175,11 +179,12 @@ pub trait ContainerRuntime {
 }
 
 /// The runtime called `name`, configured from the environment
-/// ([`Podman::from_env`], [`Docker::from_env`]).
+/// ([`Podman::from_env`], [`Docker::from_env`], [`Containerd::from_env`]).
 pub fn by_name(name: &str) -> Result<Box<dyn ContainerRuntime>, RuntimeError> {
     match name {
         "podman" => Ok(Box::new(Podman::from_env())),
         "docker" => Ok(Box::new(Docker::from_env())),
+        "containerd" => Ok(Box::new(Containerd::from_env())),
         other => Err(RuntimeError::Unknown(other.to_string())),
     }
 }

@@ -1,5 +1,5 @@
-//! `stowage load`, `stowage run` and `stowage warm`: hand stored images to podman or
-//! docker.
+//! `stowage load`, `stowage run` and `stowage warm`: hand stored images to podman,
+//! docker or containerd.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,8 +9,8 @@ use serde_json::json;
 use stowage::store::Store;
 use stowage::{
     by_name, parse_env, pull_targets, read_pins, runtime_name, sync_targets, warm_one,
-    ContainerRuntime, GpuRequest, LoadedImage, Mount, PullOptions, RunSpec, RuntimeInfo,
-    StoredImage, WarmTarget, Warmed,
+    ContainerRuntime, Containerd, GpuRequest, LoadedImage, Mount, PullOptions, RunSpec,
+    RuntimeInfo, StoredImage, WarmTarget, Warmed,
 };
 use tokio::runtime::Runtime;
 
@@ -22,9 +22,10 @@ use super::Output;
 /// Which runtime to hand images to.
 #[derive(Debug, Args)]
 pub struct RuntimeArgs {
-    /// The container runtime: podman or docker. podman honours STOWAGE_PODMAN_ARGS
-    /// (global options, e.g. --root/--runroot), STOWAGE_PODMAN_RUNTIME (default runc)
-    /// and STOWAGE_PODMAN_RUN_ARGS; docker honours STOWAGE_DOCKER_ARGS.
+    /// The container runtime: podman, docker or containerd. podman honours
+    /// STOWAGE_PODMAN_ARGS (global options, e.g. --root/--runroot),
+    /// STOWAGE_PODMAN_RUNTIME (default runc) and STOWAGE_PODMAN_RUN_ARGS; docker
+    /// honours STOWAGE_DOCKER_ARGS; containerd is driven through `ctr`.
     #[arg(
         long,
         value_name = "RUNTIME",
@@ -32,12 +33,33 @@ pub struct RuntimeArgs {
         default_value = "podman"
     )]
     into: String,
+    /// containerd's socket (with --into containerd).
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        env = "CONTAINERD_ADDRESS",
+        default_value = Containerd::DEFAULT_ADDRESS
+    )]
+    containerd_address: PathBuf,
+    /// The containerd namespace images go into (with --into containerd); kubelet
+    /// reads k8s.io.
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        env = "CONTAINERD_NAMESPACE",
+        default_value = Containerd::DEFAULT_NAMESPACE
+    )]
+    namespace: String,
 }
 
 impl RuntimeArgs {
     /// The runtime, once it has answered its health check.
     fn open(&self) -> anyhow::Result<(Box<dyn ContainerRuntime>, RuntimeInfo)> {
-        let runtime = by_name(&self.into)?;
+        let runtime: Box<dyn ContainerRuntime> = if self.into == "containerd" {
+            Box::new(Containerd::new(&self.containerd_address, &self.namespace))
+        } else {
+            by_name(&self.into)?
+        };
         let info = runtime.health_check()?;
         Ok((runtime, info))
     }

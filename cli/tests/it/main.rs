@@ -7,6 +7,7 @@ mod support;
 
 mod archive;
 mod archive_refused;
+mod containerd;
 mod copy;
 mod demo;
 mod example_embed;

@@ -221,7 +221,7 @@ fn a_missing_or_stopped_runtime_is_one_clear_line() {
     }
     one_line(
         &stowage(&store, &["load", "x", "--into", "nosuch"], &[]),
-        "no container runtime named \"nosuch\" (use podman or docker)",
+        "no container runtime named \"nosuch\" (use podman, docker or containerd)",
     );
     one_line(
         &stowage(&store, &["load", "x", "--into", "docker"], &no_podman),

@@ -4,6 +4,7 @@
 pub mod archive_check;
 pub mod auth_client;
 pub mod base_images;
+pub mod containerd;
 pub mod cosign;
 pub mod fixtures;
 pub mod hostile;
