@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 # System tools the tests and the demo drive for real.
-APT_PACKAGES := docker-registry skopeo umoci podman runc busybox-static apache2-utils curl ca-certificates bc jq python3.11-minimal
+APT_PACKAGES := docker-registry skopeo umoci podman runc busybox-static apache2-utils curl ca-certificates bc jq python3.11-minimal containerd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup build test soak bench demo lint cycles fuzz
@@ -18,6 +18,10 @@ setup:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 	@rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt
+	@# deploy/kubernetes is validated offline against the Kubernetes schemas this ships;
+	@# rendering it needs kubectl's client (kustomize), which no Debian package carries.
+	@command -v kubernetes-validate >/dev/null || python3 -m pip install -q 'kubernetes-validate==1.37.0'
+	@command -v kubectl >/dev/null || echo "warning: no kubectl here: the deploy/kubernetes test needs kubectl (1.32) to render"
 
 build:
 	$(CARGO) build --release
