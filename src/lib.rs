@@ -80,6 +80,10 @@ pub use crate::pull::pinned::{
     is_locally_available, pull_verified, pull_verified_v2, verify_layer_digests, LayerCheckError,
 };
 pub use crate::pull::progress::{ProgressReporter, Silent, TerminalProgress};
+// Peers: other nodes asked for blobs before the registry, each blob's owner first.
+pub use crate::pull::peers::{
+    rendezvous, PeerOptions, PeerSpec, PeerSpecError, Peers, DEFAULT_PEER_PORT, PEER_REQUEST_HEADER,
+};
 pub use crate::pull::referrers::{pull_referrers, PulledReferrer, ReferrerError};
 pub use crate::pull::{
     pull, pull_many, resolve_digest, PullError, PullOptions, PullReport, ResolvedDigest,

@@ -6,6 +6,7 @@ pub mod expect;
 mod fetch;
 mod in_flight;
 mod many;
+pub mod peers;
 pub mod pinned;
 pub mod progress;
 pub mod referrers;
@@ -22,6 +23,7 @@ use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
 use crate::oci::referrer::ReferrerFilter;
 use crate::pull::expect::{Expectations, Mismatch};
+use crate::pull::peers::Peers;
 use crate::pull::progress::ProgressReporter;
 use crate::pull::referrers::{PulledReferrer, ReferrerError};
 use crate::pull::tagcache::TagCache;
@@ -53,6 +55,8 @@ pub struct PullOptions {
     /// Also carry the image's referrers (of the index and of each image kept) that
     /// this filter wants; offline, report those the store records.
     pub referrers: Option<ReferrerFilter>,
+    /// Ask these peers for each missing blob (its owner first) before the registry.
+    pub peers: Option<Arc<Peers>>,
 }
 
 impl Default for PullOptions {
@@ -65,6 +69,7 @@ impl Default for PullOptions {
             ttl: std::time::Duration::ZERO,
             blobs: BlobOptions::default(),
             referrers: None,
+            peers: None,
         }
     }
 }

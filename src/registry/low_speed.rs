@@ -26,14 +26,14 @@ impl Default for LowSpeed {
 }
 
 /// One response's progress against the limit.
-pub(super) struct SpeedWindow {
+pub(crate) struct SpeedWindow {
     limit: LowSpeed,
     started: Instant,
     bytes: u64,
 }
 
 impl SpeedWindow {
-    pub(super) fn new(limit: LowSpeed) -> Self {
+    pub(crate) fn new(limit: LowSpeed) -> Self {
         Self {
             limit,
             started: Instant::now(),
@@ -42,7 +42,7 @@ impl SpeedWindow {
     }
 
     /// When the current window ends (far off when the limit is off).
-    pub(super) fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         let window = if self.limit.bytes_per_second == 0 {
             Duration::from_secs(365 * 24 * 3600)
         } else {
@@ -53,7 +53,7 @@ impl SpeedWindow {
 
     /// Counts `n` bytes that arrived (0 when the deadline passed with nothing); `Err`
     /// with the window's bytes when a window ended below the limit.
-    pub(super) fn arrived(&mut self, n: u64) -> Result<(), u64> {
+    pub(crate) fn arrived(&mut self, n: u64) -> Result<(), u64> {
         self.bytes += n;
         if Instant::now() < self.deadline() {
             return Ok(());

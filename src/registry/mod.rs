@@ -35,6 +35,8 @@ pub use blob::{BlobOptions, OnBytes};
 pub use credentials::lookup as stored_credentials;
 pub use error::RegistryError;
 pub use low_speed::LowSpeed;
+// For the peers' blob fetch (`pull::peers`), judged by the same limit.
+pub(crate) use low_speed::SpeedWindow;
 // What `Client::manifest` returns, and what parsing it gives; defined below all I/O.
 pub use crate::oci::manifest::ManifestKind;
 pub use manifest::MANIFEST_ACCEPT;
