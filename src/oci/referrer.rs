@@ -49,7 +49,11 @@ pub enum CosignTag {
 }
 
 impl CosignTag {
-    pub const ALL: [CosignTag; 3] = [CosignTag::Signature, CosignTag::Attestation, CosignTag::Sbom];
+    pub const ALL: [CosignTag; 3] = [
+        CosignTag::Signature,
+        CosignTag::Attestation,
+        CosignTag::Sbom,
+    ];
 
     /// The suffix after the dot: `sig`, `att`, `sbom`.
     pub fn suffix(self) -> &'static str {
@@ -187,7 +191,10 @@ mod tests {
 
     #[test]
     fn tags_follow_both_schemas() {
-        assert_eq!(fallback_tag(&digest()), format!("sha256-{}", "ab".repeat(32)));
+        assert_eq!(
+            fallback_tag(&digest()),
+            format!("sha256-{}", "ab".repeat(32))
+        );
         assert_eq!(
             CosignTag::Signature.tag(&digest()),
             format!("sha256-{}.sig", "ab".repeat(32))
@@ -198,7 +205,10 @@ mod tests {
 
     #[test]
     fn filters_parse_and_match() {
-        assert_eq!("all".parse::<ReferrerFilter>().unwrap(), ReferrerFilter::All);
+        assert_eq!(
+            "all".parse::<ReferrerFilter>().unwrap(),
+            ReferrerFilter::All
+        );
         let f: ReferrerFilter = "application/spdx+json, application/x".parse().unwrap();
         let mut d = Descriptor::new(oci_spec::image::MediaType::ImageManifest, 1, digest());
         assert!(!f.wants(&d));
