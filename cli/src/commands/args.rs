@@ -125,6 +125,42 @@ impl RegistryArgs {
     }
 }
 
+/// Other stowage nodes to ask for blobs before the registry; shared by `pull`, `sync`
+/// and `warm` (and what `serve --upstream` asks on a local client's behalf).
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// Ask these peers (stowage serves) for each missing blob before the registry, its
+    /// owner by rendezvous hashing first: `dns:NAME[:PORT]` or a bare host name (every
+    /// A/AAAA record is a peer, as a Kubernetes headless Service lists them),
+    /// `HOST:PORT,HOST:PORT`, or `file:PATH` (one HOST[:PORT] a line, read again when
+    /// it changes). The port is 5000 when none is given. Every blob is verified
+    /// whatever its source.
+    #[arg(long, value_name = "SPEC")]
+    peers: Option<stowage::PeerSpec>,
+    /// This node's own address as the peer set names it, never asked (a peer on one of
+    /// this machine's addresses other than loopback is left out too).
+    #[arg(long = "self", value_name = "HOST:PORT", requires = "peers")]
+    self_addr: Option<String>,
+    /// Seconds between resolutions of a DNS peers name.
+    #[arg(long, value_name = "S", default_value_t = 10, requires = "peers")]
+    peers_refresh: u64,
+}
+
+impl PeerArgs {
+    /// The peer set, when `--peers` was given.
+    pub fn peers(&self) -> anyhow::Result<Option<Arc<stowage::Peers>>> {
+        let Some(spec) = &self.peers else {
+            return Ok(None);
+        };
+        let options = stowage::PeerOptions {
+            refresh: std::time::Duration::from_secs(self.peers_refresh),
+            self_addr: self.self_addr.clone(),
+            ..stowage::PeerOptions::default()
+        };
+        Ok(Some(Arc::new(stowage::Peers::new(spec.clone(), options)?)))
+    }
+}
+
 /// Whether to carry an image's referrers; shared by `pull`, `lock` and `sync`.
 #[derive(Debug, Args)]
 pub struct ReferrerArgs {

@@ -9,7 +9,7 @@ use serde_json::json;
 use stowage::store::Store;
 use stowage::{read_lockfile, read_pins, Lockfile, Platform, PullOptions, Reference};
 
-use super::args::{BlobArgs, ReferrerArgs, RegistryArgs};
+use super::args::{BlobArgs, PeerArgs, ReferrerArgs, RegistryArgs};
 use super::policy_args::{self, PolicyArgs, RefsBefore};
 use super::progress_for;
 use super::pull::referrers_line;
@@ -117,6 +117,8 @@ pub struct SyncArgs {
     ttl: u64,
     #[command(flatten)]
     blobs: BlobArgs,
+    #[command(flatten)]
+    peers: PeerArgs,
     /// Pinned referrers are always fetched; this discovers those of images whose pin
     /// lists none (a bv.lock, a lockfile locked without --referrers).
     #[command(flatten)]
@@ -142,6 +144,7 @@ pub fn sync(
         ttl: std::time::Duration::from_secs(args.ttl),
         blobs: args.blobs.options(),
         referrers: args.referrers.referrers.clone(),
+        peers: args.peers.peers()?,
         ..PullOptions::default()
     };
     let policy = args.policy.load()?;

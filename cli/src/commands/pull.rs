@@ -7,7 +7,7 @@ use serde_json::json;
 use stowage::store::{parse_digest, Store};
 use stowage::{pull as pull_image, Expectations, Platform, PullOptions, Reference};
 
-use super::args::{BlobArgs, ReferrerArgs, RegistryArgs};
+use super::args::{BlobArgs, PeerArgs, ReferrerArgs, RegistryArgs};
 use super::policy_args::{self, PolicyArgs, RefsBefore};
 use super::{progress_for, Output};
 use tokio::runtime::Runtime;
@@ -35,6 +35,8 @@ pub struct PullArgs {
     #[command(flatten)]
     blobs: BlobArgs,
     #[command(flatten)]
+    peers: PeerArgs,
+    #[command(flatten)]
     referrers: ReferrerArgs,
     #[command(flatten)]
     policy: PolicyArgs,
@@ -59,6 +61,7 @@ pub fn pull(
         },
         blobs: args.blobs.options(),
         referrers: args.referrers.referrers.clone(),
+        peers: args.peers.peers()?,
         ..PullOptions::default()
     };
     if let Some(platform) = &args.platform {

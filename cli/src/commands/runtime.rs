@@ -14,7 +14,7 @@ use stowage::{
 };
 use tokio::runtime::Runtime;
 
-use super::args::{BlobArgs, RegistryArgs};
+use super::args::{BlobArgs, PeerArgs, RegistryArgs};
 use super::policy_args::{self, PolicyArgs};
 use super::progress_for;
 use super::Output;
@@ -200,6 +200,8 @@ pub struct WarmArgs {
     #[command(flatten)]
     blobs: BlobArgs,
     #[command(flatten)]
+    peers: PeerArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
 }
 
@@ -281,6 +283,7 @@ fn targets(
     let options = PullOptions {
         offline: args.offline,
         blobs: args.blobs.options(),
+        peers: args.peers.peers()?,
         ..PullOptions::default()
     };
     if let Some(lock) = &args.lock {
