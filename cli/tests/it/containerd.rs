@@ -205,11 +205,48 @@ fn containerd_pulls_through_stowage_serve_named_in_hosts_toml() {
         ],
     );
     assert_ok(&pulled, "ctr images pull through stowage serve");
+    let manifest = image.manifest.digest().to_string();
     assert_eq!(
         containerd.digest_of("k8s.io", &name).as_deref(),
-        Some(image.manifest.digest().to_string().as_str()),
+        Some(manifest.as_str()),
         "{}",
         containerd.log_tail()
+    );
+
+    // The `_default` hosts.toml deploy/kubernetes installs on every node, with the
+    // node's port 5050 made this serve's: any registry goes to stowage first.
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/kubernetes/hosts/_default.toml"),
+    )
+    .unwrap();
+    assert!(shipped.contains("127.0.0.1:5050"), "{shipped}");
+    let default_dir = hosts.join("_default");
+    std::fs::create_dir_all(&default_dir).unwrap();
+    std::fs::write(
+        default_dir.join("hosts.toml"),
+        shipped.replace("127.0.0.1:5050", &served.addr),
+    )
+    .unwrap();
+    let other = format!("other.invalid/{}", "tools/ctrd-mirror:1");
+    set_ref(&Store::open(env.store()).unwrap(), &other, &image.manifest);
+    let pulled = containerd.ctr(
+        "k8s.io",
+        &[
+            "images",
+            "pull",
+            "--hosts-dir",
+            hosts.to_str().unwrap(),
+            &other,
+        ],
+    );
+    assert_ok(
+        &pulled,
+        "ctr images pull through the shipped _default hosts.toml",
+    );
+    assert_eq!(
+        containerd.digest_of("k8s.io", &other).as_deref(),
+        Some(manifest.as_str())
     );
 }
 
