@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use oci_spec::image::{Descriptor, Digest};
 
+use crate::digest::parse_digest;
 use crate::error::{IoContext, StoreError};
 use crate::graph::live_digests;
+use crate::index_file::INDEX_ANNOTATION;
 use crate::lock::FileLock;
 use crate::partials;
 use crate::Store;
@@ -84,7 +86,19 @@ impl Store {
                     .map(|d| ("extra root".to_string(), d.clone())),
             );
         let mut live = live_digests(self, roots)?;
+        // A ref pulled from an index names that index's digest (not stored when one
+        // platform was chosen); signatures of the index are kept with the ref.
+        let named_indexes: HashSet<Digest> = index
+            .index
+            .manifests()
+            .iter()
+            .filter_map(|d| d.annotations().as_ref()?.get(INDEX_ANNOTATION))
+            .filter_map(|d| parse_digest(d).ok())
+            .collect();
         drop(index);
+        let kept = |subject: &Digest, live: &HashSet<Digest>| {
+            live.contains(subject) || named_indexes.contains(subject)
+        };
         let mut report = GcReport::default();
         // A referrer lives while its subject does (and a referrer's referrers while it
         // does): grow the live set until no kept subject adds anything.
@@ -93,7 +107,7 @@ impl Store {
         loop {
             let mut more = Vec::new();
             for subject in &subjects {
-                if live.contains(subject) && expanded.insert(subject.clone()) {
+                if kept(subject, &live) && expanded.insert(subject.clone()) {
                     for referrer in self.referrers(subject)? {
                         more.push((format!("referrer of {subject}"), referrer));
                     }
@@ -104,7 +118,7 @@ impl Store {
             }
             live.extend(live_digests(self, more)?);
         }
-        for subject in subjects.iter().filter(|s| !live.contains(*s)) {
+        for subject in subjects.iter().filter(|s| !kept(s, &live)) {
             if !dry_run {
                 self.remove_referrers_record(subject)?;
             }

@@ -23,6 +23,11 @@ use crate::error::{IoContext, StoreError};
 /// The annotation that names an index.json entry (skopeo's and umoci's "tag").
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
+/// The annotation on a ref pulled through an index naming that index's digest (the
+/// index itself is not stored when one platform was chosen); gc keeps the index's
+/// referrers while the ref stands.
+pub const INDEX_ANNOTATION: &str = "dev.stowage.index.digest";
+
 /// The name an entry carries, if any.
 pub(crate) fn ref_name(descriptor: &Descriptor) -> Option<&str> {
     descriptor

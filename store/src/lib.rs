@@ -37,7 +37,7 @@ pub use error::StoreError;
 pub use evict::{EvictOptions, EvictReport, Evicted};
 pub use gc::{GcReport, Usage, PARTIALS_OLDER_THAN};
 pub use graph::{children, reach, MissingBlob, Reach, WrongSize, MANIFEST_LIMIT};
-pub use index_file::{FileStamp, REF_NAME_ANNOTATION};
+pub use index_file::{FileStamp, INDEX_ANNOTATION, REF_NAME_ANNOTATION};
 pub use ingest::{Committed, Ingest, RangeSet};
 pub use lock::FileLock;
 pub use media_type::{is_graph_type, is_image_type, is_index_type, MANIFEST_ACCEPT};

@@ -138,3 +138,38 @@ fn gc_keeps_referrers_while_their_subject_is_kept() {
     assert!(store.referrers(sig.digest()).unwrap().is_empty());
     assert_eq!(report.referrer_records_removed, 2);
 }
+
+#[test]
+fn gc_keeps_the_referrers_of_the_index_a_ref_was_chosen_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (image, _) = manifest(&store, b"platform image", None, None);
+    // Pulled from an index for one platform: the index is not stored, its digest
+    // rides on the ref.
+    let index_digest = stowage_store::sha256_of(b"the index, not stored");
+    let mut named = image.clone();
+    named.set_annotations(Some(
+        [(
+            stowage_store::INDEX_ANNOTATION.to_string(),
+            index_digest.to_string(),
+        )]
+        .into(),
+    ));
+    store.set_ref("example/app:1", &named).unwrap();
+    let (sig, sig_layer) = manifest(&store, b"index signature", Some(SIG), None);
+    store
+        .add_referrers(&index_digest, std::slice::from_ref(&sig))
+        .unwrap();
+
+    store.gc(&[], false).unwrap();
+    assert!(store.has(sig.digest()) && store.has(&sig_layer));
+    assert_eq!(
+        store.referrers(&index_digest).unwrap(),
+        std::slice::from_ref(&sig)
+    );
+
+    store.remove_ref("example/app:1").unwrap();
+    store.gc(&[], false).unwrap();
+    assert!(!store.has(sig.digest()));
+    assert!(store.referrers(&index_digest).unwrap().is_empty());
+}
