@@ -123,7 +123,7 @@ pub use crate::mirror::archive::{
 };
 pub use crate::mirror::copy::{copy, CopyError, CopyReport};
 pub use crate::mirror::serve::{
-    bind, raise_fd_limit, serve, serve_with, ServeError, ServeOptions, Server,
+    bind, raise_fd_limit, serve, serve_with, ServeError, ServeOptions, Server, Upstreams,
 };
 
 // Signature policy: containers-policy.json(5) scopes, checked offline against the

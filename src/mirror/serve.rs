@@ -36,10 +36,13 @@ mod eviction;
 mod fd_limit;
 mod idle;
 mod manifest;
+mod naming;
 mod page;
 mod referrers;
 mod response;
 mod routes;
+mod tap;
+mod upstream;
 mod usage;
 
 use std::future::Future;
@@ -59,6 +62,7 @@ use admission::{Admission, Admitted};
 use catalog::CatalogCache;
 pub use fd_limit::raise_fd_limit;
 use idle::IdleTimeout;
+pub use upstream::Upstreams;
 
 /// The most an HTTP/1 connection buffers to write (and the largest request head it
 /// reads): about one blob chunk beyond it is queued before hyper waits for the socket.
@@ -91,6 +95,9 @@ pub struct ServeOptions {
     /// Keep the store's blobs under this many bytes, evicting the least recently used
     /// images once a minute (`serve --max-size`). `None` (the default): no limit.
     pub max_size: Option<u64>,
+    /// Pull through from these registries what the store lacks (`serve --upstream`;
+    /// see the `upstream` module). `None` (the default): serve the store only.
+    pub upstream: Option<Upstreams>,
 }
 
 impl Default for ServeOptions {
@@ -102,6 +109,7 @@ impl Default for ServeOptions {
             idle_timeout: Duration::from_secs(60),
             max_connections: None,
             max_size: None,
+            upstream: None,
         }
     }
 }
@@ -144,6 +152,16 @@ struct Inner {
     open_blobs: Arc<Semaphore>,
     /// Which images were served by tag, for least-recently-used eviction.
     usage: usage::UseRecorder,
+    /// The pull-through state, with `--upstream`.
+    through: Option<upstream::Through>,
+}
+
+impl Inner {
+    /// The repository and registry a request names (`naming`).
+    fn locate(&self, name: &str, query: &str) -> naming::Located {
+        let upstreams = self.through.as_ref().map_or(&[][..], |t| &t.registries[..]);
+        naming::locate(name, query, upstreams)
+    }
 }
 
 impl std::ops::Deref for State {
@@ -199,7 +217,12 @@ pub async fn serve_with(
     let _evicting = options
         .max_size
         .map(|max| eviction::Evicting::start(store.clone(), max));
+    let through = options
+        .upstream
+        .as_ref()
+        .map(|u| upstream::Through::new(u, store.clone()));
     let state = State(Arc::new(Inner {
+        through,
         catalog: CatalogCache::new(store.clone()),
         usage: usage::UseRecorder::new(store.clone()),
         store,

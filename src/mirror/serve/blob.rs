@@ -14,6 +14,7 @@ use hyper::{Response, StatusCode};
 use rustix::io::ReadWriteFlags;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
+use super::naming::Located;
 use super::response::{response, ApiError, BlobStream, Body, ErrorCode};
 use super::State;
 use crate::store::{parse_digest, Digest, Hasher};
@@ -32,9 +33,13 @@ const READ_AHEAD: usize = 2;
 /// With [`ServeOptions::verify_blobs`](super::ServeOptions), a whole blob is hashed
 /// while it streams and the response is cut short, never completed, if the bytes on
 /// disk no longer match the digest; a range is never checked.
+///
+/// Pulling through, a blob the store lacks that a served manifest named is fetched
+/// from upstream and streamed whole as it arrives (a `Range` is ignored: 200), with
+/// its `Content-Length`, and ends in an error if it fails verification (`tap`).
 pub(super) async fn blob(
     state: &State,
-    name: &str,
+    located: &Located,
     digest: &str,
     headers: &HeaderMap,
     head: bool,
@@ -50,9 +55,27 @@ pub(super) async fn blob(
         .acquire_owned()
         .await
         .map_err(ApiError::internal)?;
+    if let Some(through) = &state.through {
+        if let Some((repository, descriptor)) = through.known(&digest) {
+            if !state.store.has(&digest) {
+                let size = descriptor.size();
+                let builder = response(StatusCode::OK)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header("Docker-Content-Digest", digest.to_string())
+                    .header(ETAG, format!("\"{digest}\""))
+                    .header(CONTENT_LENGTH, size);
+                let body = if head || size == 0 {
+                    Body::Empty
+                } else {
+                    through.blob_body(repository, descriptor, slot)
+                };
+                return builder.body(body).map_err(ApiError::internal);
+            }
+        }
+    }
     let (file, size) = {
-        let (state, name, digest) = (state.clone(), name.to_string(), digest.clone());
-        tokio::task::spawn_blocking(move || open(&state, &name, &digest))
+        let (state, located, digest) = (state.clone(), located.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || open(&state, &located, &digest))
             .await
             .map_err(ApiError::internal)??
     };
@@ -96,9 +119,16 @@ pub(super) async fn blob(
 }
 
 /// Checks the repository is served and opens the blob (blocking).
-fn open(state: &State, name: &str, digest: &Digest) -> Result<(File, u64), ApiError> {
+/// Pulling through, blobs are served under any name: an image fetched through has
+/// no ref until it is whole.
+fn open(state: &State, located: &Located, digest: &Digest) -> Result<(File, u64), ApiError> {
+    let name = located.repository.as_str();
     let catalog = state.catalog.get().map_err(ApiError::internal)?;
-    if catalog.repository(name).is_none() {
+    if state.through.is_none()
+        && catalog
+            .repository_in(name, located.registry.as_deref())
+            .is_none()
+    {
         return Err(ApiError::name_unknown(name));
     }
     let path = state.store.blob_path(digest);

@@ -9,16 +9,20 @@ use crate::oci::reference::Reference;
 use crate::store::{Descriptor, FileStamp, Store, StoreError, StoreRef};
 
 /// The served repositories (a ref's repository path without the registry host) and,
-/// for each, its tags.
+/// for each, its tags; and the same per registry, so a request that names its
+/// registry (containerd's `?ns=HOST`, a mirror path `HOST/x/y`, or the default
+/// upstream of a pull-through serve) gets that registry's image.
 ///
-/// Built from index.json in file order, and the first ref wins: when two refs map to
-/// the same repository and tag (`a.io/x/y:1` and `b.io/x/y:1`), `x/y:1` serves the
-/// one listed first in index.json, and the later one is reachable by digest only. A
-/// ref pinned by digest alone (`x/y@sha256:...`) makes its repository known without
-/// adding a tag. Refs that are not image references are not served.
+/// Built from index.json in file order. Where no registry is named the first ref wins:
+/// when two refs map to the same repository and tag (`a.io/x/y:1` and `b.io/x/y:1`),
+/// `x/y:1` serves the one listed first in index.json. A ref pinned by digest alone
+/// (`x/y@sha256:...`) makes its repository known without adding a tag. Refs that are
+/// not image references are not served.
 #[derive(Debug, Default)]
 pub(super) struct Catalog {
     repositories: BTreeMap<String, Tags>,
+    /// registry -> repository -> tags.
+    by_registry: BTreeMap<String, BTreeMap<String, Tags>>,
 }
 
 /// A repository's tags.
@@ -34,6 +38,7 @@ pub(super) struct Tagged {
 impl Catalog {
     pub(super) fn from_refs(refs: Vec<StoreRef>) -> Self {
         let mut repositories: BTreeMap<String, Tags> = BTreeMap::new();
+        let mut by_registry: BTreeMap<String, BTreeMap<String, Tags>> = BTreeMap::new();
         for store_ref in refs {
             let reference: Reference = match store_ref.name.parse() {
                 Ok(reference) => reference,
@@ -42,8 +47,18 @@ impl Catalog {
                     continue;
                 }
             };
+            let own = by_registry
+                .entry(reference.registry)
+                .or_default()
+                .entry(reference.repository.clone())
+                .or_default();
             let tags = repositories.entry(reference.repository).or_default();
             let Some(tag) = reference.tag else { continue };
+            let tagged = Tagged {
+                descriptor: store_ref.descriptor.clone(),
+                store_ref: store_ref.name.clone(),
+            };
+            own.entry(tag.clone()).or_insert(tagged);
             if tags.contains_key(&tag) {
                 tracing::debug!(
                     name = %store_ref.name,
@@ -57,7 +72,23 @@ impl Catalog {
             };
             tags.insert(tag, tagged);
         }
-        Self { repositories }
+        Self {
+            repositories,
+            by_registry,
+        }
+    }
+
+    /// [`Self::repository`] among the refs of `registry` only, when one is named.
+    pub(super) fn repository_in(&self, name: &str, registry: Option<&str>) -> Option<&Tags> {
+        let Some(registry) = registry else {
+            return self.repository(name);
+        };
+        let repositories = self.by_registry.get(registry)?;
+        repositories.get(name).or_else(|| {
+            (!name.contains('/'))
+                .then(|| repositories.get(&format!("library/{name}")))
+                .flatten()
+        })
     }
 
     /// The repository served as `name`, and its tags. A one-component name that is not

@@ -6,6 +6,7 @@ use hyper::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG};
 use hyper::{Response, StatusCode};
 use serde::Deserialize;
 
+use super::naming::Located;
 use super::referrers::{tag_schema, TagSchema};
 use super::response::{response, ApiError, Body};
 use super::State;
@@ -27,17 +28,36 @@ struct Found {
 /// any registry do). A mismatch is only logged.
 pub(super) async fn manifest(
     state: &State,
-    name: &str,
+    located: &Located,
     reference: &str,
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response<Body>, ApiError> {
-    let found = {
-        let state = state.clone();
-        let (name, reference) = (name.to_string(), reference.to_string());
-        tokio::task::spawn_blocking(move || find(&state, &name, &reference))
-            .await
-            .map_err(ApiError::internal)??
+    let name = located.repository.as_str();
+    let through = match &state.through {
+        Some(through) => through.manifest(located, reference).await,
+        None => Ok(None),
+    };
+    let found = match through {
+        Ok(Some(raw)) => Found {
+            bytes: Bytes::from(raw.bytes),
+            digest: raw.digest,
+            media_type: raw.media_type,
+        },
+        // Not for upstream, or upstream failed: the store's refs answer if they can.
+        other => {
+            let upstream_failed = other.err();
+            let state = state.clone();
+            let (located_, reference_) = (located.clone(), reference.to_string());
+            let local = tokio::task::spawn_blocking(move || find(&state, &located_, &reference_))
+                .await
+                .map_err(ApiError::internal)?;
+            match (local, upstream_failed) {
+                (Ok(found), _) => found,
+                (Err(_), Some(upstream)) => return Err(upstream),
+                (Err(e), None) => return Err(e),
+            }
+        }
     };
     if let Some(accept) = headers.get(ACCEPT).and_then(|v| v.to_str().ok()) {
         let accepted = accept
@@ -65,10 +85,11 @@ pub(super) async fn manifest(
 }
 
 /// Resolves the reference in the catalog and reads the document (blocking).
-fn find(state: &State, name: &str, reference: &str) -> Result<Found, ApiError> {
+fn find(state: &State, located: &Located, reference: &str) -> Result<Found, ApiError> {
+    let name = located.repository.as_str();
     let catalog = state.catalog.get().map_err(ApiError::internal)?;
     let tags = catalog
-        .repository(name)
+        .repository_in(name, located.registry.as_deref())
         .ok_or_else(|| ApiError::name_unknown(name))?;
     let unknown = || ApiError::manifest_unknown(name, reference);
     let (digest, hint) = if reference.contains(':') {

@@ -112,8 +112,9 @@ async fn answer(state: &State, request: &Request<Incoming>) -> Result<Response<B
         }
         Route::Tags(name) => {
             let catalog = catalog(state).await?;
+            let located = state.locate(name, query);
             let tags = catalog
-                .repository(name)
+                .repository_in(&located.repository, located.registry.as_deref())
                 .ok_or_else(|| ApiError::name_unknown(name))?;
             let (page, next) = page(tags, query);
             let document = json!({ "name": name, "tags": page });
@@ -122,9 +123,13 @@ async fn answer(state: &State, request: &Request<Incoming>) -> Result<Response<B
             Ok(response)
         }
         Route::Manifest(name, reference) => {
-            manifest::manifest(state, name, reference, headers, head).await
+            let located = state.locate(name, query);
+            manifest::manifest(state, &located, reference, headers, head).await
         }
-        Route::Blob(name, digest) => blob::blob(state, name, digest, headers, head).await,
+        Route::Blob(name, digest) => {
+            let located = state.locate(name, query);
+            blob::blob(state, &located, digest, headers, head).await
+        }
         Route::Referrers(name, digest) => {
             referrers::referrers(state, name, digest, query, head).await
         }
