@@ -1,4 +1,5 @@
-//! `stowage serve`: the store as a read-only registry until SIGINT or SIGTERM.
+//! `stowage serve`: the store as a read-only registry until SIGINT or SIGTERM; with
+//! `--upstream`, a pull-through mirror of registries.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,9 +8,10 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 use stowage::store::Store;
-use stowage::{bind, raise_fd_limit, serve_with, ServeOptions};
+use stowage::{bind, raise_fd_limit, serve_with, Client, ServeOptions, Upstreams};
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::args::RegistryArgs;
 use super::Output;
 
 #[derive(Debug, Args)]
@@ -39,6 +41,58 @@ pub struct ServeArgs {
     /// evict the least recently used images if other processes filled it past that.
     #[arg(long, value_name = "SIZE", value_parser = super::args::parse_size)]
     max_size: Option<u64>,
+    /// Pull through from this registry what the store lacks (repeatable; the first is
+    /// the default): `http://HOST:PORT` (plain HTTP), `https://HOST` or `HOST`.
+    /// Fetched blobs are verified and streamed to the client as they arrive; images
+    /// are recorded as refs under their upstream name once whole. containerd's
+    /// `?ns=HOST` or a mirror path `/v2/HOST/repo/...` picks another upstream.
+    #[arg(long, value_name = "URL")]
+    upstream: Vec<String>,
+    /// Seconds a tag's resolution from upstream is trusted before upstream is asked
+    /// again (0: always ask). Manifests by digest never expire.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    tag_ttl: u64,
+    /// Serve only what the store holds: nothing is fetched from --upstream (whose
+    /// hosts still name registries in ns= and mirror paths).
+    #[arg(long)]
+    offline: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+impl ServeArgs {
+    /// The pull-through configuration, with `--upstream`.
+    fn upstreams(&self) -> anyhow::Result<Option<Upstreams>> {
+        if self.upstream.is_empty() {
+            return Ok(None);
+        }
+        let mut hosts = Vec::new();
+        let mut plain = Vec::new();
+        for url in &self.upstream {
+            let host = url
+                .strip_prefix("http://")
+                .inspect(|h| plain.push(h.trim_end_matches('/').to_string()))
+                .or_else(|| url.strip_prefix("https://"))
+                .unwrap_or(url)
+                .trim_end_matches('/');
+            if host.is_empty() || host.contains('/') {
+                anyhow::bail!(
+                    "--upstream {url}: expected a registry, HOST[:PORT] or http(s)://HOST[:PORT]"
+                );
+            }
+            hosts.push(host.to_string());
+        }
+        let mut config = self
+            .registry
+            .config(&hosts.iter().map(String::as_str).collect::<Vec<_>>())?;
+        config.insecure.extend(plain);
+        Ok(Some(Upstreams {
+            client: std::sync::Arc::new(Client::new(config)?),
+            registries: hosts,
+            tag_ttl: Duration::from_secs(self.tag_ttl),
+            offline: self.offline,
+        }))
+    }
 }
 
 /// Prints `serving <store> on http://ADDR` (or, with `--json`, `{"store","addr","url"}`)
@@ -82,6 +136,7 @@ pub fn serve(
                 .max_connections
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             max_size: args.max_size,
+            upstream: args.upstreams()?,
             ..ServeOptions::default()
         };
         serve_with(store.clone(), listener, shutdown, options).await?;
