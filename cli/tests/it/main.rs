@@ -37,6 +37,7 @@ mod runtime;
 mod serve;
 mod serve_errors;
 mod serve_load;
+mod serve_upstream;
 mod signatures_travel;
 mod store_concurrency;
 mod store_eviction;
