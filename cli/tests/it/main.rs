@@ -20,6 +20,7 @@ mod factored_python;
 mod kubernetes;
 mod layout_interop;
 mod lockfile;
+mod peers;
 mod policy;
 mod pull;
 mod pull_basic_tls;

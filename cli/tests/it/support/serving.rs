@@ -38,6 +38,12 @@ impl Served {
 
     /// [`Served::start`] with more arguments, an open-file limit or stderr to a file.
     pub fn start_with(store: &Path, setup: &ServeSetup) -> Self {
+        Self::start_on(store, "127.0.0.1:0", setup)
+    }
+
+    /// [`Served::start_with`] listening on `addr` (another loopback address, such as
+    /// `127.0.0.3:0`, for a fleet of nodes on one machine).
+    pub fn start_on(store: &Path, addr: &str, setup: &ServeSetup) -> Self {
         let mut command = match setup.nofile {
             // prlimit execs the command: the child's pid is serve's.
             Some(n) => {
@@ -50,7 +56,7 @@ impl Served {
         command
             .arg("--store")
             .arg(store)
-            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(["serve", "--addr", addr])
             .args(setup.args)
             .stdout(Stdio::piped());
         match setup.stderr {
