@@ -1,8 +1,10 @@
 //! The runtimes Kubernetes nodes use, for real: a containerd started by each test
 //! with its own root (support/containerd.rs) gets images from stowage with no
 //! network (`warm --into containerd`), and containerd and podman pull through
-//! `stowage serve` named as their registry mirror (`hosts.toml`, `registries.conf`)
-//! for an upstream that does not exist, so only the mirror can answer.
+//! `stowage serve` named as their registry mirror (`hosts.toml`, `registries.conf`):
+//! a filled store's serve for an upstream that does not exist, so only the mirror can
+//! answer, and `serve --upstream` in front of the real registry (behind the counting
+//! proxy), where a second node's pull fetches nothing upstream.
 
 use std::os::unix::net::UnixListener;
 use std::process::Output;
@@ -14,7 +16,7 @@ use crate::runtime::tools::{assert_ok, json_of, stowage, text, Podman};
 use crate::support::containerd::{hosts_dir, Containerd};
 use crate::support::fixtures::{set_ref, Compression};
 use crate::support::pulling::Env;
-use crate::support::serving::Served;
+use crate::support::serving::{ServeSetup, Served};
 
 /// A registry name that resolves nowhere: a pull that succeeds came from the mirror.
 const UPSTREAM: &str = "upstream.invalid";
@@ -280,4 +282,134 @@ fn podman_pulls_through_stowage_serve_named_in_registries_conf() {
         podman.id(&name).as_deref(),
         Some(image.config.digest().digest())
     );
+}
+
+/// `stowage serve --upstream http://PROXY` over the env's empty store: the real
+/// registry behind the counting proxy is the upstream.
+fn serve_through(env: &Env) -> Served {
+    let upstream = format!("http://{}", env.proxy.addr());
+    Served::start_with(
+        &env.store(),
+        &ServeSetup {
+            args: &["--upstream", &upstream],
+            ..ServeSetup::default()
+        },
+    )
+}
+
+/// The blob paths the proxy was asked for, sorted.
+fn blob_paths(env: &Env) -> Vec<String> {
+    let mut paths: Vec<String> = env.proxy.blob_gets().into_iter().map(|r| r.path).collect();
+    paths.sort();
+    paths
+}
+
+#[test]
+fn containerd_pulls_through_serve_upstream_and_a_second_node_fetches_nothing_upstream() {
+    let env = Env::new();
+    let image = runnable(
+        &env.fixtures,
+        &nonce("ctrd-through"),
+        Compression::Gzip,
+        Compression::Zstd,
+    );
+    env.push(&image.manifest, "tools/ctrd-through:1");
+    // The image's name is the registry's (as the proxy serves it); its hosts.toml
+    // server is https, which the proxy does not speak: only the mirror can answer.
+    let name = env.via_proxy("tools/ctrd-through:1");
+    let served = serve_through(&env);
+    let hosts = hosts_dir(
+        env.dir.path(),
+        &env.proxy.addr(),
+        &format!("http://{}", served.addr),
+    );
+    let pull = |containerd: &Containerd| {
+        let pulled = containerd.ctr(
+            "k8s.io",
+            &[
+                "images",
+                "pull",
+                "--hosts-dir",
+                hosts.to_str().unwrap(),
+                &name,
+            ],
+        );
+        assert_ok(&pulled, "ctr images pull through serve --upstream");
+        assert_eq!(
+            containerd.digest_of("k8s.io", &name).as_deref(),
+            Some(image.manifest.digest().to_string().as_str()),
+            "{}",
+            containerd.log_tail()
+        );
+    };
+
+    let first_node = Containerd::start(&env.dir.path().join("node-1"));
+    env.proxy.reset_log();
+    pull(&first_node);
+    // Config and two layers, each fetched from upstream once.
+    let fetched = blob_paths(&env);
+    let mut distinct = fetched.clone();
+    distinct.dedup();
+    assert_eq!(fetched.len(), 3, "{fetched:?}");
+    assert_eq!(distinct, fetched, "a blob fetched twice upstream");
+
+    // Another node's containerd, with none of the content: all of it from stowage.
+    let second_node = Containerd::start(&env.dir.path().join("node-2"));
+    env.proxy.reset_log();
+    pull(&second_node);
+    let log = env.proxy.log();
+    assert!(log.is_empty(), "the second pull reached upstream: {log:?}");
+}
+
+#[test]
+fn podman_pulls_through_serve_upstream_and_a_second_storage_fetches_nothing_upstream() {
+    let env = Env::new();
+    let image = runnable(
+        &env.fixtures,
+        &nonce("podman-through"),
+        Compression::Gzip,
+        Compression::Gzip,
+    );
+    env.push(&image.manifest, "tools/podman-through:1");
+    let name = env.via_proxy("tools/podman-through:1");
+    let served = serve_through(&env);
+    // podman asks the mirror /v2/tools/...: serve's first (only) upstream answers.
+    let conf = env.dir.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nprefix = \"{upstream}\"\nlocation = \"{upstream}\"\n\n\
+             [[registry.mirror]]\nlocation = \"{mirror}\"\ninsecure = true\n",
+            upstream = env.proxy.addr(),
+            mirror = served.addr
+        ),
+    )
+    .unwrap();
+    let pull = |podman: &Podman| {
+        let pulled = std::process::Command::new("podman")
+            .args(&podman.args)
+            .args(["pull", "--quiet", &name])
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_ok(&pulled, "podman pull through serve --upstream");
+        assert_eq!(
+            podman.id(&name).as_deref(),
+            Some(image.config.digest().digest())
+        );
+    };
+
+    env.proxy.reset_log();
+    pull(&Podman::new(&env.dir.path().join("podman-1")));
+    let fetched = blob_paths(&env);
+    assert_eq!(fetched.len(), 3, "{fetched:?}");
+    let mut distinct = fetched.clone();
+    distinct.dedup();
+    assert_eq!(distinct, fetched, "a blob fetched twice upstream");
+
+    env.proxy.reset_log();
+    pull(&Podman::new(&env.dir.path().join("podman-2")));
+    let log = env.proxy.log();
+    assert!(log.is_empty(), "the second pull reached upstream: {log:?}");
 }
