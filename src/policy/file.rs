@@ -150,8 +150,9 @@ fn check_scope(scope: &str) -> Result<(), String> {
         return Ok(());
     }
     if let Some(rest) = scope.strip_prefix("*.") {
-        if rest.is_empty() || rest.contains(['/', '*']) {
-            return Err("a wildcard scope names a host only: *.example.com".into());
+        // A port could never match: wildcards are compared without one.
+        if rest.is_empty() || rest.contains(['/', '*', ':']) {
+            return Err("a wildcard scope names a host only, without a port: *.example.com".into());
         }
         return Ok(());
     }
@@ -493,6 +494,10 @@ mod tests {
             (
                 r#"{"default": [{"type": "reject", "keyPath": "/k"}]}"#,
                 "unknown field",
+            ),
+            (
+                r#"{"default": [{"type": "reject"}], "transports": {"docker": {"*.example.com:5000": [{"type": "reject"}]}}}"#,
+                "without a port",
             ),
         ];
         for (json, expected) in cases {

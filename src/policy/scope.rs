@@ -1,8 +1,9 @@
 //! Which scope of a policy applies to an image, as containers/image picks it for the
 //! docker transport: the most specific of the image itself (`host/ns/repo:tag` or
 //! `host/ns/repo@digest`), its repository (`host/ns/repo`), each parent namespace
-//! (`host/ns`), the host, the wildcard hosts above it (`*.example.com`, then `*.com`),
-//! the transport's own default (`""`), and last the policy's `default`.
+//! (`host/ns`), the host, the wildcard hosts above it without the port
+//! (`*.example.com`, then `*.com`), the transport's own default (`""`), and last the
+//! policy's `default`.
 
 use crate::oci::reference::Reference;
 
@@ -27,7 +28,12 @@ pub fn candidates(reference: &Reference) -> Vec<String> {
             None => break,
         }
     }
+    // containers/image drops the port before the wildcards: `host.example.com:5000`
+    // falls under `*.example.com`, never `*.example.com:5000`.
     let mut host = reference.registry.as_str();
+    if let Some(colon) = host.find(':') {
+        host = &host[..colon];
+    }
     while let Some(dot) = host.find('.') {
         host = &host[dot + 1..];
         scopes.push(format!("*.{host}"));
@@ -84,9 +90,9 @@ mod tests {
                 "a.b.example.com:5000/ns/sub",
                 "a.b.example.com:5000/ns",
                 "a.b.example.com:5000",
-                "*.b.example.com:5000",
-                "*.example.com:5000",
-                "*.com:5000",
+                "*.b.example.com",
+                "*.example.com",
+                "*.com",
                 "",
             ]
         );
@@ -136,6 +142,11 @@ mod tests {
             scope_label("*.example.com")
         );
         assert_eq!(scope_of(&p, "quay.example.org/x:1"), scope_label("*.org"));
+        // With a port: the host scope names none, the wildcard drops it.
+        assert_eq!(
+            scope_of(&p, "registry.example.com:5000/tools/bwa:1"),
+            scope_label("*.example.com")
+        );
         // A wildcard never matches the bare domain: example.com is not *.example.com.
         assert_eq!(scope_of(&p, "example.com/x:1"), "default");
         assert_eq!(scope_of(&p, "ghcr.io/x/y:1"), "default");
