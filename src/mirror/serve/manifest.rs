@@ -39,11 +39,18 @@ pub(super) async fn manifest(
         None => Ok(None),
     };
     let found = match through {
-        Ok(Some(raw)) => Found {
-            bytes: Bytes::from(raw.bytes),
-            digest: raw.digest,
-            media_type: raw.media_type,
-        },
+        Ok(Some(raw)) => {
+            if let (Some(registry), false) = (&located.registry, reference.contains(':')) {
+                // The ref a tag fetched through is (or will be) recorded as.
+                let (state, name) = (state.clone(), format!("{registry}/{name}:{reference}"));
+                tokio::task::spawn_blocking(move || state.usage.used(&name));
+            }
+            Found {
+                bytes: Bytes::from(raw.bytes),
+                digest: raw.digest,
+                media_type: raw.media_type,
+            }
+        }
         // Not for upstream, or upstream failed: the store's refs answer if they can.
         other => {
             let upstream_failed = other.err();
