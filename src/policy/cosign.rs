@@ -25,8 +25,9 @@ use crate::oci::referrer::{
 };
 use crate::store::{Store, StoreError, MANIFEST_LIMIT};
 
-use super::file::{PublicKey, SignedIdentity};
+use super::file::SignedIdentity;
 use super::identity;
+use super::keys::PublicKey;
 
 /// The `critical.type` of a cosign image signature.
 pub const SIGNATURE_TYPE: &str = "cosign container image signature";

@@ -9,11 +9,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use p256::ecdsa::VerifyingKey;
-use p256::pkcs8::DecodePublicKey;
 use serde_json::{Map, Value};
 
 use super::error::PolicyError;
+use super::keys::PublicKey;
 
 /// The one transport whose scopes apply to registry images.
 const DOCKER: &str = "docker";
@@ -46,14 +45,6 @@ impl Requirement {
     pub fn needs_signatures(&self) -> bool {
         matches!(self, Requirement::SigstoreSigned { .. })
     }
-}
-
-/// A public key from the policy, with where it came from (for messages).
-#[derive(Debug, Clone)]
-pub struct PublicKey {
-    /// `keyPath /etc/pki/cosign.pub`, or `keyData`.
-    pub source: String,
-    pub key: VerifyingKey,
 }
 
 /// Which `docker-reference` in a signature's payload is accepted for an image.
@@ -337,19 +328,7 @@ impl Reader<'_> {
     }
 
     fn key(&self, scope: &str, source: String, pem: &[u8]) -> Result<PublicKey, PolicyError> {
-        let text = std::str::from_utf8(pem)
-            .map_err(|_| self.invalid(scope, format!("{source}: not a PEM public key")))?;
-        let key = VerifyingKey::from_public_key_pem(text.trim()).map_err(|e| {
-            self.invalid(
-                scope,
-                format!(
-                    "{source}: not an ECDSA P-256 public key in PEM (a \"PUBLIC KEY\" block, \
-                     as `cosign generate-key-pair` writes cosign.pub; other key types are \
-                     not supported): {e}"
-                ),
-            )
-        })?;
-        Ok(PublicKey { source, key })
+        PublicKey::from_pem(source, pem).map_err(|detail| self.invalid(scope, detail))
     }
 
     fn identity(&self, scope: &str, value: &Value) -> Result<SignedIdentity, PolicyError> {

@@ -6,6 +6,7 @@ mod cosign;
 mod error;
 mod file;
 mod identity;
+mod keys;
 mod scope;
 mod subjects;
 
