@@ -415,11 +415,14 @@ impl Importer<'_> {
             });
             named.push((name, descriptor));
         }
+        // The referrers before the refs: a failure must leave no ref of a half-done
+        // import, while a record whose subject no ref names yet is harmless (gc drops
+        // it with its subject).
+        record(self.store, &referrers)?;
         // Every ref in one update of index.json, however many images the archive holds.
         self.store.set_refs(&named)?;
         // set_ref makes the blobs durable before naming them; without refs, do it here.
         self.store.sync_blob_dirs()?;
-        record(self.store, &referrers)?;
         Ok((images, unnamed, referrers.len()))
     }
 
