@@ -384,3 +384,34 @@ fn ns_and_mirror_paths_pick_between_upstreams_with_the_same_repository() {
         second_digest
     );
 }
+
+#[test]
+fn the_platform_image_of_an_index_pulled_through_is_recorded_under_the_tag() {
+    let env = Env::new();
+    let index = crate::support::fixtures::two_platform_index(&env.fixtures);
+    env.push(&index.descriptor, "multi/arch:1");
+    let arm64 = index.images[1].descriptor.digest().to_string();
+    let pull = |store: &str, served: &Served| {
+        let reference = format!("{}/multi/arch:1", served.addr);
+        let output = stowage_in(
+            &env.dir.path().join(store),
+            &["pull", "--platform", "linux/arm64", &reference],
+        );
+        assert!(output.status.success(), "{}", stderr(&output));
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["manifest_digest"], arm64.as_str());
+    };
+    {
+        let served = serve_through(&env, &[&env.proxy], &[]);
+        pull("a", &served);
+        wait_for_ref(&env.store(), &env.via_proxy("multi/arch:1"));
+    }
+    let index_json: Value =
+        serde_json::from_slice(&std::fs::read(env.store().join("index.json")).unwrap()).unwrap();
+    assert_eq!(index_json["manifests"][0]["digest"], arm64.as_str());
+    // The amd64 image was never asked for: not fetched, not recorded.
+    let amd64_layer = index.images[0].layers[0].descriptor.digest();
+    assert!(!blob_present(&env.store(), amd64_layer));
+    let served = serve_through(&env, &[&env.proxy], &["--offline"]);
+    env.without_network(|| pull("b", &served));
+}
