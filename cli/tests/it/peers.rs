@@ -210,6 +210,49 @@ fn a_peer_serving_a_flipped_byte_is_named_skipped_and_the_next_source_used() {
 }
 
 #[test]
+fn a_slow_peer_is_left_for_the_next_which_resumes_after_its_bytes() {
+    let (env, image) = fleet();
+    let stores = [node_store(&env, "a", true), node_store(&env, "b", true)];
+    let serves = [peer(&stores[0], 2), peer(&stores[1], 3)];
+    let fronts: Vec<Proxy> = serves
+        .iter()
+        .zip([2, 3])
+        .map(|(s, n)| Proxy::bind(&format!("127.0.0.{n}:0"), &s.addr, Faults::default()).unwrap())
+        .collect();
+    let addrs: Vec<String> = fronts.iter().map(Proxy::addr).collect();
+    let layer = image.layers[0].descriptor.digest().clone();
+    let slow = addrs
+        .iter()
+        .position(|a| a == stowage::rendezvous::owner(&addrs, &layer).unwrap())
+        .unwrap();
+    let fast = 1 - slow;
+    // 16 KB/s against a limit of 64 KB/s over one second.
+    fronts[slow].set_faults(Faults {
+        rate: Some(16_000),
+        ..Faults::default()
+    });
+    let node = env.dir.path().join("node");
+    let limits = ["--low-speed-limit", "64000", "--low-speed-time", "1"];
+    let list = addrs.join(",");
+    let mut args = vec!["--peers", list.as_str()];
+    args.extend_from_slice(&limits);
+    pull_with(&env, &node, &args);
+    assert_eq!(gets(&fronts[slow], &layer), 1);
+    let resumed = fronts[fast]
+        .blob_gets()
+        .into_iter()
+        .filter(|r| r.path.ends_with(&format!("/blobs/{layer}")))
+        .map(|r| r.range)
+        .collect::<Vec<_>>();
+    assert!(
+        matches!(resumed.as_slice(), [Some(range)] if !range.starts_with("bytes=0-")),
+        "the next peer was asked for the rest only: {resumed:?}"
+    );
+    assert_eq!(env.proxy.blob_gets().len(), 0, "{:?}", env.blob_get_paths());
+    verify(&node);
+}
+
+#[test]
 fn a_peers_file_is_read_and_its_new_list_used() {
     let (env, image) = fleet();
     let full = node_store(&env, "full", true);

@@ -25,6 +25,12 @@ use crate::store::{Descriptor, Ingest, Store, StoreError};
 /// account, and forwarding could go round the fleet.
 pub const PEER_REQUEST_HEADER: &str = "x-stowage-peer";
 
+/// Whether a request carries [`PEER_REQUEST_HEADER`]: a pull-through serve fetches
+/// such a request's blob from upstream with no peers (`PullOptions::peers` `None`).
+pub fn asked_by_a_peer(headers: &reqwest::header::HeaderMap) -> bool {
+    headers.contains_key(PEER_REQUEST_HEADER)
+}
+
 /// How the peers' turn at a blob ended.
 pub(crate) enum Peered {
     /// A peer's bytes were verified and stored.
