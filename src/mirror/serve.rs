@@ -15,9 +15,12 @@
 //!
 //! Each ref of the store is served under its repository path without the registry
 //! host (`127.0.0.1:5000/tools/samtools:1.20` as `tools/samtools:1.20`, and
-//! `docker.io/library/alpine` as `library/alpine` or `alpine`). When two refs map to
-//! the same repository and tag, the first in index.json wins and the other is served
-//! by digest only. Errors are the spec's JSON documents
+//! `docker.io/library/alpine` as `library/alpine` or `alpine`). A request may name
+//! the registry (containerd's `?ns=HOST`, a mirror path `HOST/x/y` whose host is an
+//! upstream, else the default upstream: `naming`); one that names none gets, when two
+//! refs map to the same repository and tag, the first in index.json, the other then
+//! served by digest only. With [`ServeOptions::upstream`] what the store lacks is
+//! pulled through (`upstream`, `tap`). Errors are the spec's JSON documents
 //! (`{"errors":[{"code":"MANIFEST_UNKNOWN","message":...}]}`). The store is read as it
 //! is at each request: refs pulled while serving appear at once.
 //!
