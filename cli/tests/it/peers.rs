@@ -253,6 +253,34 @@ fn a_slow_peer_is_left_for_the_next_which_resumes_after_its_bytes() {
 }
 
 #[test]
+fn sync_of_a_lockfile_asks_the_peers_too() {
+    let (env, image) = fleet();
+    let full = node_store(&env, "full", true);
+    let served = peer(&full, 2);
+    let lockfile = env.dir.path().join("stowage.lock");
+    let locked = stowage_in(
+        &full,
+        &[
+            "lock",
+            &env.via_proxy(IMAGE),
+            "-o",
+            lockfile.to_str().unwrap(),
+        ],
+    );
+    assert!(locked.status.success(), "{}", stderr(&locked));
+    env.proxy.reset_log();
+    let node = env.dir.path().join("node");
+    let synced = stowage_in(
+        &node,
+        &["sync", lockfile.to_str().unwrap(), "--peers", &served.addr],
+    );
+    assert!(synced.status.success(), "{}", stderr(&synced));
+    assert_eq!(env.proxy.blob_gets().len(), 0, "{:?}", env.blob_get_paths());
+    assert!(blobs(&image).iter().all(|d| blob_present(&node, d)));
+    verify(&node);
+}
+
+#[test]
 fn a_peers_file_is_read_and_its_new_list_used() {
     let (env, image) = fleet();
     let full = node_store(&env, "full", true);
