@@ -4,13 +4,21 @@
 //! does not. The rendered set holds what a node needs: the DaemonSet on the node's
 //! network with the store on a hostPath, probes and resources; the headless Service;
 //! the hosts.toml and lockfile ConfigMaps (the lockfile one stowage can read); the Job.
+//! The DaemonSet's own scripts run here too: the init container's installs hosts.toml
+//! files where containerd reads them, and the warm container's loads a lockfile into
+//! a real containerd with every blob from a peer.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+use crate::runtime::images::{nonce, runnable};
 use crate::runtime::tools::{assert_ok, stowage, text};
+use crate::support::containerd::Containerd;
+use crate::support::fixtures::Compression;
+use crate::support::pulling::{Env, BIN};
+use crate::support::serving::{ServeSetup, Served};
 
 /// The Kubernetes version the manifests are validated against (kubectl's here).
 const KUBERNETES_VERSION: &str = "1.32.0";
@@ -191,4 +199,179 @@ fn a_broken_manifest_fails_validation() {
         );
         assert!(said.contains(expected), "{bad:?}: {said}");
     }
+}
+
+/// The rendered DaemonSet's pod spec.
+fn pod_spec() -> Value {
+    let docs = documents(&render());
+    one(&docs, "DaemonSet", "stowage")["spec"]["template"]["spec"].clone()
+}
+
+/// The `sh -c` script of the container `name` in `list` (containers or
+/// initContainers).
+fn script_of(pod: &Value, list: &str, name: &str) -> String {
+    let container = pod[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {list} {name}"));
+    assert_eq!(container["command"][0], "/bin/sh", "{container}");
+    container["command"][2].as_str().unwrap().to_string()
+}
+
+/// Replaces `from` in `script`, which must hold it (a test that edits nothing would
+/// run something other than what ships).
+fn swap(script: &str, from: &str, to: &str) -> String {
+    assert!(
+        script.contains(from),
+        "the script has no {from:?}:\n{script}"
+    );
+    script.replace(from, to)
+}
+
+#[test]
+fn the_init_container_installs_each_hosts_toml_where_containerd_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = documents(&render());
+    let hosts = one(&docs, "ConfigMap", "stowage-hosts");
+    // The ConfigMap as a volume, plus a registry with a port (`__` for `:`).
+    let volume = dir.path().join("hosts");
+    std::fs::create_dir_all(&volume).unwrap();
+    let mut expected = Vec::new();
+    for (key, value) in hosts["data"].as_object().unwrap() {
+        std::fs::write(volume.join(key), value.as_str().unwrap()).unwrap();
+        expected.push((
+            key.trim_end_matches(".toml").to_string(),
+            value.as_str().unwrap().to_string(),
+        ));
+    }
+    let ported = "server = \"https://registry.example.com:5000\"\n";
+    std::fs::write(volume.join("registry.example.com__5000.toml"), ported).unwrap();
+    expected.push(("registry.example.com:5000".to_string(), ported.to_string()));
+
+    let certs = dir.path().join("certs.d");
+    let script = script_of(&pod_spec(), "initContainers", "hosts-toml");
+    let script = swap(&script, "/etc/stowage/hosts", volume.to_str().unwrap());
+    let script = swap(&script, "/host/certs.d", certs.to_str().unwrap());
+    let ran = run("/bin/sh", &["-c", &script], "a POSIX shell");
+    assert_ok(&ran, "the hosts-toml init container's script");
+    for (registry, contents) in expected {
+        let installed = certs.join(&registry).join("hosts.toml");
+        assert_eq!(
+            std::fs::read_to_string(&installed).ok().as_deref(),
+            Some(contents.as_str()),
+            "{}",
+            installed.display()
+        );
+    }
+    assert!(
+        expected_names_only(&certs),
+        "a stray file in {}",
+        certs.display()
+    );
+}
+
+/// Whether `certs` holds only `<registry>/hosts.toml` files (no temporary left).
+fn expected_names_only(certs: &Path) -> bool {
+    std::fs::read_dir(certs).unwrap().all(|entry| {
+        let entry = entry.unwrap().path();
+        std::fs::read_dir(&entry)
+            .unwrap()
+            .all(|f| f.unwrap().file_name() == "hosts.toml")
+    })
+}
+
+#[test]
+fn the_warm_container_loads_the_lockfile_into_containerd_with_blobs_from_a_peer() {
+    let env = Env::new();
+    let image = runnable(
+        &env.fixtures,
+        &nonce("node-warm"),
+        Compression::Gzip,
+        Compression::Zstd,
+    );
+    env.push(&image.manifest, "tools/node-warm:1");
+    let reference = env.via_proxy("tools/node-warm:1");
+    let lock = env.dir.path().join("stowage.lock");
+    let locked = stowage(
+        &env.dir.path().join("lock-store"),
+        &["lock", &reference, "-o", lock.to_str().unwrap()],
+        &[],
+    );
+    assert_ok(&locked, "stowage lock");
+    // Another node, which holds the image already: a serve pulling through from the
+    // registry, as the DaemonSet's.
+    // TODO(#20): start it with an empty store once serve --upstream fetches a blob a
+    // peer asks for (PEER_REQUEST_HEADER) without a manifest served first; today it
+    // answers 404 and the asking node goes upstream itself.
+    let peer_store = env.dir.path().join("peer-store");
+    assert_ok(
+        &stowage(&peer_store, &["pull", &reference], &[]),
+        "the peer's pull",
+    );
+    let upstream = format!("http://{}", env.proxy.addr());
+    let peer = Served::start_with(
+        &peer_store,
+        &ServeSetup {
+            args: &["--upstream", &upstream],
+            ..ServeSetup::default()
+        },
+    );
+    let containerd = Containerd::start(&env.dir.path().join("node"));
+
+    // The warm container's script as it ships, with this test's paths, the peer's
+    // address for the headless Service's name, and an end instead of its sleep.
+    let warmed = env.dir.path().join("warmed");
+    let script = script_of(&pod_spec(), "containers", "warm");
+    let script = swap(
+        &script,
+        "/etc/stowage/lock/stowage.lock",
+        lock.to_str().unwrap(),
+    );
+    let script = swap(
+        &script,
+        "dns:stowage-peers.${POD_NAMESPACE}.svc.${CLUSTER_DOMAIN}:5050",
+        &format!("dns:localhost:{}", peer.addr.rsplit(':').next().unwrap()),
+    );
+    let script = swap(&script, "/tmp/warmed", warmed.to_str().unwrap());
+    let script = swap(&script, "exec sleep infinity", "exit 0");
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    env.proxy.reset_log();
+    // The script retries a failed warm forever: bound it.
+    let ran = Command::new("timeout")
+        .args(["120", "/bin/sh", "-c", &script])
+        .env("PATH", path)
+        .env("STOWAGE_STORE", env.store())
+        .env("CONTAINERD_ADDRESS", containerd.address())
+        .env("CONTAINERD_NAMESPACE", "k8s.io")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ok(&ran, "the warm container's script");
+    assert!(warmed.exists(), "no readiness file: {}", text(&ran.stderr));
+    assert_eq!(
+        containerd.digest_of("k8s.io", &reference).as_deref(),
+        Some(image.manifest.digest().to_string().as_str()),
+        "{}",
+        text(&ran.stdout)
+    );
+    // Every blob came from the peer: upstream served manifests only.
+    let blobs = env.proxy.blob_gets();
+    assert!(
+        blobs.is_empty(),
+        "upstream served blobs to the node: {blobs:?}"
+    );
+    assert!(
+        env.proxy
+            .log()
+            .iter()
+            .any(|r| r.path.contains("/manifests/")),
+        "the node's warm never asked upstream for its manifest"
+    );
 }
