@@ -5,7 +5,8 @@
 //! with a P-256 key pair. The connected site pulls them with the image under its
 //! policy and exports; the registry is stopped; the air-gapped site imports into an
 //! empty store under the same policy, and the signatures and the SBOM are there and
-//! verify offline; its `serve` hands them on through the referrers API.
+//! verify offline; its `serve` hands them on through the referrers API, where they
+//! verify again under a policy naming the mirror.
 
 use std::path::Path;
 
@@ -56,7 +57,8 @@ fn signatures_and_an_sbom_cross_the_gap_and_verify_offline_under_the_sites_polic
 
     let key = CosignKey::from_seed("the connected site's release key");
     std::fs::write(work.join("cosign.pub"), key.public_pem()).unwrap();
-    let payload = simple_signing_payload(&digest, &format!("{}/{REPO}", env.registry.addr()));
+    let signed_repository = format!("{}/{REPO}", env.registry.addr());
+    let payload = simple_signing_payload(&digest, &signed_repository);
     // cosign's tag schema: the signature manifest itself under sha256-<hex>.sig.
     let tagged = signature(&key, &payload, None);
     tagged.push(
@@ -206,7 +208,33 @@ fn signatures_and_an_sbom_cross_the_gap_and_verify_offline_under_the_sites_polic
     let proxy = Proxy::start(&served.addr, Faults::default());
     let downstream = work.join("downstream");
     let through_serve = format!("{}/{REPO}:1", proxy.addr());
-    let again = ok(&downstream, &["pull", "--referrers", &through_serve]);
+    // Under a policy of its own: the signatures found through the API verify there
+    // too (named by the mirror, they were signed for the first registry's repository).
+    let mirrored = work.join("mirrored.json");
+    std::fs::write(
+        &mirrored,
+        serde_json::to_vec(&json!({
+            "default": [{"type": "reject"}],
+            "transports": {"docker": {
+                format!("{}/{REPO}", proxy.addr()):
+                    [{"type": "sigstoreSigned", "keyPath": "cosign.pub",
+                      "signedIdentity": {"type": "exactRepository",
+                                         "dockerRepository": signed_repository}}],
+            }},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let again = ok(
+        &downstream,
+        &[
+            "pull",
+            "--referrers",
+            "--policy",
+            mirrored.to_str().unwrap(),
+            &through_serve,
+        ],
+    );
     assert_eq!(again["referrers"].as_array().unwrap().len(), 3, "{again}");
     assert_eq!(recorded_types(&downstream, &digest), expected_types);
     let paths: Vec<String> = proxy.log().into_iter().map(|r| r.path).collect();
