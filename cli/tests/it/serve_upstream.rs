@@ -170,7 +170,7 @@ fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
 }
 
 #[test]
-fn a_client_gets_the_first_bytes_before_upstream_has_sent_the_whole_blob() {
+fn clients_get_the_first_bytes_before_upstream_has_sent_the_whole_blob() {
     let env = Env::new();
     let image = big_image(&env.fixtures, 2 * MIB, 13);
     env.push(&image.descriptor, "tools/slow:1");
@@ -188,11 +188,47 @@ fn a_client_gets_the_first_bytes_before_upstream_has_sent_the_whole_blob() {
     });
     env.proxy.reset_log();
 
-    let mut stream = TcpStream::connect(&served.addr).unwrap();
+    let path = format!("/v2/tools/slow/blobs/{layer}");
+    let (mut first, mut first_body) = start_get(&served.addr, &path, size);
+    // The client holds bytes of the blob; upstream has not sent it all yet.
+    let upstream_sent = || -> u64 { env.gets_of(&layer).iter().map(|r| r.body_bytes).sum() };
+    let sent = upstream_sent();
+    assert!(
+        sent < size,
+        "the first bytes came only after upstream sent all {size} ({sent})"
+    );
+    assert!(
+        (first_body.len() as u64) <= sent,
+        "bytes sent before they arrived"
+    );
+    // A second client joins the fetch under way and reads the same bytes in flight.
+    let (mut second, mut second_body) = start_get(&served.addr, &path, size);
+    let sent = upstream_sent();
+    assert!(
+        sent < size,
+        "the second client waited for the whole blob ({sent})"
+    );
+    assert_eq!(
+        env.gets_of(&layer).len(),
+        1,
+        "the second client fetched again"
+    );
+    first.read_to_end(&mut first_body).unwrap();
+    second.read_to_end(&mut second_body).unwrap();
+    for body in [first_body, second_body] {
+        assert_eq!(body.len() as u64, size);
+        assert_eq!(sha256_hex(&body), layer.digest());
+    }
+    assert_eq!(env.gets_of(&layer).len(), 1);
+}
+
+/// Sends `GET PATH` to `addr` and reads until the first body bytes of a 200 whose
+/// `Content-Length` is `size` arrive; returns the connection and those bytes.
+fn start_get(addr: &str, path: &str, size: u64) -> (TcpStream, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
     write!(
         stream,
-        "GET /v2/tools/slow/blobs/{layer} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        served.addr
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let (head, mut body) = read_head(&mut stream);
@@ -208,19 +244,7 @@ fn a_client_gets_the_first_bytes_before_upstream_has_sent_the_whole_blob() {
         assert!(n > 0, "no body");
         body.extend_from_slice(&chunk[..n]);
     }
-    // The client holds bytes of the blob; upstream has not sent it all yet.
-    let upstream_sent: u64 = env.gets_of(&layer).iter().map(|r| r.body_bytes).sum();
-    assert!(
-        upstream_sent < size,
-        "the first bytes came only after upstream sent all {size} ({upstream_sent})"
-    );
-    assert!(
-        (body.len() as u64) <= upstream_sent,
-        "bytes sent before they arrived"
-    );
-    stream.read_to_end(&mut body).unwrap();
-    assert_eq!(body.len() as u64, size);
-    assert_eq!(sha256_hex(&body), layer.digest());
+    (stream, body)
 }
 
 #[test]
