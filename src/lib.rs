@@ -82,8 +82,8 @@ pub use crate::pull::pinned::{
 pub use crate::pull::progress::{ProgressReporter, Silent, TerminalProgress};
 // Peers: other nodes asked for blobs before the registry, each blob's owner first.
 pub use crate::pull::peers::{
-    asked_by_a_peer, rendezvous, PeerOptions, PeerSpec, PeerSpecError, Peers, DEFAULT_PEER_PORT,
-    PEER_REQUEST_HEADER,
+    asked_by_a_peer, peer_blob_size, rendezvous, PeerOptions, PeerSpec, PeerSpecError, Peers,
+    DEFAULT_PEER_PORT, PEER_REQUEST_HEADER, PEER_SIZE_HEADER,
 };
 pub use crate::pull::referrers::{pull_referrers, PulledReferrer, ReferrerError};
 pub use crate::pull::{

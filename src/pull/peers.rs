@@ -10,6 +10,6 @@ pub mod rendezvous;
 mod set;
 mod spec;
 
-pub use fetch::{asked_by_a_peer, PEER_REQUEST_HEADER};
+pub use fetch::{asked_by_a_peer, peer_blob_size, PEER_REQUEST_HEADER, PEER_SIZE_HEADER};
 pub use set::{PeerOptions, Peers};
 pub use spec::{PeerSpec, PeerSpecError, DEFAULT_PEER_PORT};

@@ -25,10 +25,27 @@ use crate::store::{Descriptor, Ingest, Store, StoreError};
 /// account, and forwarding could go round the fleet.
 pub const PEER_REQUEST_HEADER: &str = "x-stowage-peer";
 
+/// The header a node sends with a peer request naming the blob's size, as the
+/// manifest it verified gives it: a pull-through peer that served no manifest naming
+/// the blob (the asker had its manifests from upstream) can still fetch it, verified
+/// by digest and size like any other.
+pub const PEER_SIZE_HEADER: &str = "x-stowage-blob-size";
+
 /// Whether a request carries [`PEER_REQUEST_HEADER`]: a pull-through serve fetches
 /// such a request's blob from upstream with no peers (`PullOptions::peers` `None`).
 pub fn asked_by_a_peer(headers: &reqwest::header::HeaderMap) -> bool {
     headers.contains_key(PEER_REQUEST_HEADER)
+}
+
+/// The blob size a peer request names ([`PEER_SIZE_HEADER`]), if it names one.
+pub fn peer_blob_size(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    headers
+        .get(PEER_SIZE_HEADER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// How the peers' turn at a blob ended.
@@ -193,7 +210,11 @@ async fn stream_hole(
         reference.repository, reference.registry
     );
     let whole = hole == (0..size);
-    let mut request = peers.http.get(&url).header(PEER_REQUEST_HEADER, "1");
+    let mut request = peers
+        .http
+        .get(&url)
+        .header(PEER_REQUEST_HEADER, "1")
+        .header(PEER_SIZE_HEADER, size);
     if !whole {
         request = request.header(RANGE, format!("bytes={}-{}", hole.start, hole.end - 1));
     }
