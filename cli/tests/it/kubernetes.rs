@@ -18,7 +18,7 @@ use crate::runtime::tools::{assert_ok, stowage, text};
 use crate::support::containerd::Containerd;
 use crate::support::fixtures::Compression;
 use crate::support::pulling::{Env, BIN};
-use crate::support::serving::{ServeSetup, Served};
+use crate::support::serving::{curl, ServeSetup, Served};
 
 /// The Kubernetes version the manifests are validated against (kubectl's here).
 const KUBERNETES_VERSION: &str = "1.32.0";
@@ -126,9 +126,15 @@ fn the_manifests_render_and_validate_against_the_kubernetes_schemas() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    for flag in ["serve", "--upstream", "--peers", "--addr", "0.0.0.0:5050"] {
+    for flag in ["serve", "--upstream", "--addr", "0.0.0.0:5050"] {
         assert!(args.contains(&flag), "serve args {args:?} lack {flag}");
     }
+    let warm = containers.iter().find(|c| c["name"] == "warm").unwrap();
+    let script = warm["command"][2].as_str().unwrap();
+    assert!(
+        script.contains("stowage warm --lock") && script.contains("--peers"),
+        "{script}"
+    );
     for probe in ["readinessProbe", "livenessProbe"] {
         assert_eq!(serve[probe]["httpGet"]["path"], "/v2/", "{probe}: {serve}");
     }
@@ -373,5 +379,90 @@ fn the_warm_container_loads_the_lockfile_into_containerd_with_blobs_from_a_peer(
             .iter()
             .any(|r| r.path.contains("/manifests/")),
         "the node's warm never asked upstream for its manifest"
+    );
+}
+
+/// `$(NAME)` in a container's args as kubelet expands them from `values`.
+fn expand(arg: &str, values: &[(&str, &str)]) -> String {
+    values.iter().fold(arg.to_string(), |arg, (name, value)| {
+        arg.replace(&format!("$({name})"), value)
+    })
+}
+
+#[test]
+fn the_serve_container_serves_and_containerd_pulls_through_it() {
+    let env = Env::new();
+    let image = runnable(
+        &env.fixtures,
+        &nonce("node-serve"),
+        Compression::Gzip,
+        Compression::Gzip,
+    );
+    env.push(&image.manifest, "tools/node-serve:1");
+    let docs = documents(&render());
+    let config = &one(&docs, "ConfigMap", "stowage-config")["data"];
+    let pod = &one(&docs, "DaemonSet", "stowage")["spec"]["template"]["spec"];
+    let serve = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "serve")
+        .unwrap();
+    assert_eq!(serve["command"], serde_json::json!(["stowage"]));
+    // Its args as kubelet expands them, with this test's registry for UPSTREAM and a
+    // free loopback port for the node's 5050.
+    let upstream = format!("http://{}", env.proxy.addr());
+    let values = [
+        ("UPSTREAM", upstream.as_str()),
+        ("POD_NAMESPACE", "stowage"),
+        ("CLUSTER_DOMAIN", config["CLUSTER_DOMAIN"].as_str().unwrap()),
+        ("MAX_SIZE", config["MAX_SIZE"].as_str().unwrap()),
+    ];
+    let mut args: Vec<String> = serve["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| expand(a.as_str().unwrap(), &values))
+        .collect();
+    assert_eq!(args.first().map(String::as_str), Some("serve"));
+    let addr = args.iter().position(|a| a == "--addr").expect("--addr");
+    assert_eq!(args[addr + 1], "0.0.0.0:5050");
+    args.drain(addr..addr + 2);
+    let rest: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+    let served = Served::start_with(
+        &env.store(),
+        &ServeSetup {
+            args: &rest,
+            ..ServeSetup::default()
+        },
+    );
+    // The probes' request.
+    assert_eq!(curl(&[&served.url("/v2/")]).status, 200);
+
+    // A node's containerd with the shipped _default hosts.toml, 5050 made this port.
+    let shipped = std::fs::read_to_string(deploy_dir().join("hosts/_default.toml")).unwrap();
+    let hosts = env.dir.path().join("certs.d");
+    std::fs::create_dir_all(hosts.join("_default")).unwrap();
+    std::fs::write(
+        hosts.join("_default/hosts.toml"),
+        swap(&shipped, "127.0.0.1:5050", &served.addr),
+    )
+    .unwrap();
+    let containerd = Containerd::start(&env.dir.path().join("node"));
+    let name = env.via_proxy("tools/node-serve:1");
+    let pulled = containerd.ctr(
+        "k8s.io",
+        &[
+            "images",
+            "pull",
+            "--hosts-dir",
+            hosts.to_str().unwrap(),
+            &name,
+        ],
+    );
+    assert_ok(&pulled, "ctr images pull through the DaemonSet's serve");
+    assert_eq!(
+        containerd.digest_of("k8s.io", &name).as_deref(),
+        Some(image.manifest.digest().to_string().as_str())
     );
 }
