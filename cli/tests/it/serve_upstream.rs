@@ -439,3 +439,64 @@ fn the_platform_image_of_an_index_pulled_through_is_recorded_under_the_tag() {
     let served = serve_through(&env, &[&env.proxy], &["--offline"]);
     env.without_network(|| pull("b", &served));
 }
+
+#[test]
+fn a_tag_is_trusted_for_its_ttl_and_asked_again_after_it() {
+    let env = Env::new();
+    let before = big_image(&env.fixtures, 16 << 10, 19);
+    env.push(&before.descriptor, "tools/moving:1");
+    let digest_of = |served: &Served| {
+        let reply = curl(&[&served.url("/v2/tools/moving/manifests/1")]);
+        assert_eq!(reply.status, 200);
+        reply.header("docker-content-digest").to_string()
+    };
+    let served = serve_through(&env, &[&env.proxy], &[]);
+    assert_eq!(digest_of(&served), before.descriptor.digest().to_string());
+    // The tag moves upstream; within the TTL the resolution stands, asking nothing.
+    let after = big_image(&env.fixtures, 16 << 10, 20);
+    env.push(&after.descriptor, "tools/moving:1");
+    env.without_network(|| {
+        assert_eq!(digest_of(&served), before.descriptor.digest().to_string());
+    });
+    drop(served);
+    let served = serve_through(&env, &[&env.proxy], &["--tag-ttl", "0"]);
+    assert_eq!(digest_of(&served), after.descriptor.digest().to_string());
+}
+
+#[test]
+fn when_upstream_cannot_be_reached_the_stored_ref_of_the_tag_answers() {
+    let env = Env::new();
+    let image = big_image(&env.fixtures, 16 << 10, 21);
+    env.push(&image.descriptor, "tools/away:1");
+    let proxy = Proxy::start(&env.registry.addr(), Faults::default());
+    let name = format!("{}/tools/away:1", proxy.addr());
+    {
+        let served = serve_through(&env, &[&proxy], &[]);
+        pull_into(
+            env.dir.path(),
+            "a",
+            &format!("{}/tools/away:1", served.addr),
+        );
+        wait_for_ref(&env.store(), &name);
+    }
+    let served = serve_through(&env, &[&proxy], &["--tag-ttl", "0", "--retries", "1"]);
+    drop(proxy); // its port now refuses connections
+    let reply = curl(&[&served.url("/v2/tools/away/manifests/1")]);
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(
+        reply.header("docker-content-digest"),
+        image.descriptor.digest().to_string()
+    );
+    let unknown = curl(&[&served.url("/v2/tools/never/manifests/1")]);
+    assert_eq!(
+        unknown.status,
+        502,
+        "{}",
+        String::from_utf8_lossy(&unknown.body)
+    );
+}
