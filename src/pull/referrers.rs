@@ -10,14 +10,14 @@
 
 use std::sync::Arc;
 
-use oci_spec::image::Descriptor;
+use oci_spec::image::{Descriptor, ImageManifest};
 use serde::Serialize;
 
 use super::progress::{ProgressReporter, Silent};
 use super::{fetch_all, PullError, PullOptions};
 use crate::oci::manifest::{ManifestKind, RawManifest};
 use crate::oci::reference::Reference;
-use crate::oci::referrer::{artifact_type_of, ReferrerFilter};
+use crate::oci::referrer::{artifact_type_of, ReferrerFilter, ANNOTATION_COSIGN_TAG};
 use crate::registry::{Client, RegistryError};
 use crate::store::{Digest, Store, StoreError, MANIFEST_LIMIT};
 
@@ -250,16 +250,35 @@ pub(crate) async fn fetch_referrers(
             .map_err(fetch_error)?;
         carried.bytes_fetched += bytes;
         store.put_as(&raw.digest, &raw.bytes).map_err(store_error)?;
-        let mut recorded = wanted.clone();
-        if recorded.artifact_type().is_none() {
-            recorded.set_artifact_type(Some(artifact_type_of(&manifest).as_str().into()));
-        }
-        carried.referrers.push(recorded);
+        carried.referrers.push(recorded(wanted, &manifest));
     }
     store
         .add_referrers(subject, &carried.referrers)
         .map_err(store_error)?;
     Ok(carried)
+}
+
+/// The descriptor recorded for the referrer `wanted` (as discovered, or pinned) once
+/// its manifest is verified: the manifest's own artifact type and annotations, as the
+/// referrers API lists them, since a fallback index or a registry's answer may list
+/// them otherwise or not at all; the discovered artifact type only where the manifest
+/// names none (the type of the cosign tag it was found under), and the cosign tag
+/// annotation kept.
+fn recorded(wanted: &Descriptor, manifest: &ImageManifest) -> Descriptor {
+    let mut recorded = wanted.clone();
+    if manifest.artifact_type().is_some() || wanted.artifact_type().is_none() {
+        recorded.set_artifact_type(Some(artifact_type_of(manifest).as_str().into()));
+    }
+    let mut annotations = manifest.annotations().clone().unwrap_or_default();
+    if let Some(tag) = wanted
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_COSIGN_TAG))
+    {
+        annotations.insert(ANNOTATION_COSIGN_TAG.to_string(), tag.clone());
+    }
+    recorded.set_annotations((!annotations.is_empty()).then_some(annotations));
+    recorded
 }
 
 /// A referrer manifest by digest: from the store when it holds it, else from the

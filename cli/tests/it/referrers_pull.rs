@@ -177,6 +177,20 @@ fn pull_referrers_stores_what_the_tag_schemas_hold_and_a_filter_keeps_only_its_t
             .map(String::as_str),
         Some("sig")
     );
+    // The SBOM as its verified manifest describes it (what serve's referrers API will
+    // list), not as the fallback index listed it (no annotations there).
+    let sbom = records
+        .iter()
+        .find(|d| d.digest() == &signed.sbom.digest)
+        .unwrap();
+    assert_eq!(
+        sbom.annotations()
+            .as_ref()
+            .and_then(|a| a.get("org.opencontainers.image.created"))
+            .map(String::as_str),
+        Some("2026-12-03T00:00:00Z"),
+        "{sbom:?}"
+    );
     // verify finds every referrer blob sound.
     ok(stowage_in(&all, &["verify"]));
 
