@@ -12,6 +12,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use super::error::PolicyError;
+use super::identity;
 use super::keys::PublicKey;
 
 /// The one transport whose scopes apply to registry images.
@@ -351,11 +352,14 @@ impl Reader<'_> {
             "matchRepoDigestOrExact" => SignedIdentity::MatchRepoDigestOrExact,
             "matchRepository" => SignedIdentity::MatchRepository,
             "matchExact" => SignedIdentity::MatchExact,
-            "exactReference" => {
-                return Ok(SignedIdentity::ExactReference(field("dockerReference")?))
-            }
-            "exactRepository" => {
-                return Ok(SignedIdentity::ExactRepository(field("dockerRepository")?))
+            "exactReference" | "exactRepository" => {
+                let exact = match kind {
+                    "exactReference" => SignedIdentity::ExactReference(field("dockerReference")?),
+                    _ => SignedIdentity::ExactRepository(field("dockerRepository")?),
+                };
+                return identity::check_named(&exact)
+                    .map(|()| exact)
+                    .map_err(|detail| self.invalid(scope, detail));
             }
             "remapIdentity" => return Err(self.unsupported(scope, "signedIdentity remapIdentity")),
             other => {
@@ -477,6 +481,10 @@ mod tests {
             (
                 r#"{"default": [{"type": "reject"}], "transports": {"docker": {"*.example.com:5000": [{"type": "reject"}]}}}"#,
                 "without a port",
+            ),
+            (
+                r#"{"default": [{"type": "sigstoreSigned", "keyData": "", "signedIdentity": {"type": "exactReference", "dockerReference": "r.example/a"}}]}"#,
+                "exactReference r.example/a names neither a tag nor a digest",
             ),
         ];
         for (json, expected) in cases {

@@ -61,6 +61,25 @@ pub fn accepts(identity: &SignedIdentity, image: &Reference, signed: &str) -> Re
     ))
 }
 
+/// Whether the reference an `exactReference` or `exactRepository` names can be used,
+/// as containers/image checks it when the policy is read: a reference, and for
+/// `exactReference` one with a tag or a digest.
+pub fn check_named(identity: &SignedIdentity) -> Result<(), String> {
+    let (SignedIdentity::ExactReference(named) | SignedIdentity::ExactRepository(named)) = identity
+    else {
+        return Ok(());
+    };
+    named
+        .parse::<Reference>()
+        .map_err(|e| format!("{} {named:?} is not a reference: {e}", identity.name()))?;
+    if matches!(identity, SignedIdentity::ExactReference(_)) && name_only(named) {
+        return Err(format!(
+            "exactReference {named} names neither a tag nor a digest"
+        ));
+    }
+    Ok(())
+}
+
 /// Whether a reference as written names a repository alone: no tag, no digest (the
 /// parser gives such a one `latest`, which a signature must not be taken to say).
 fn name_only(written: &str) -> bool {
