@@ -25,8 +25,7 @@ use crate::oci::referrer::{
 };
 use crate::store::{Store, StoreError, MANIFEST_LIMIT};
 
-use super::file::SignedIdentity;
-use super::identity;
+use super::identity::{self, SignedIdentity};
 use super::keys::PublicKey;
 
 /// The `critical.type` of a cosign image signature.

@@ -12,7 +12,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use super::error::PolicyError;
-use super::identity;
+use super::identity::{self, SignedIdentity};
 use super::keys::PublicKey;
 
 /// The one transport whose scopes apply to registry images.
@@ -45,35 +45,6 @@ impl Requirement {
     /// Whether meeting it needs the image's signatures (so a pull fetches them).
     pub fn needs_signatures(&self) -> bool {
         matches!(self, Requirement::SigstoreSigned { .. })
-    }
-}
-
-/// Which `docker-reference` in a signature's payload is accepted for an image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SignedIdentity {
-    /// A tagged image: the same repository and tag; an image named by digest: the same
-    /// repository (the default).
-    MatchRepoDigestOrExact,
-    /// The same repository, any tag.
-    MatchRepository,
-    /// The same repository and tag (never an image named by digest alone).
-    MatchExact,
-    /// Exactly this reference, whatever the image is called.
-    ExactReference(String),
-    /// This repository, whatever the image is called.
-    ExactRepository(String),
-}
-
-impl SignedIdentity {
-    /// The `type` as the policy spells it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            SignedIdentity::MatchRepoDigestOrExact => "matchRepoDigestOrExact",
-            SignedIdentity::MatchRepository => "matchRepository",
-            SignedIdentity::MatchExact => "matchExact",
-            SignedIdentity::ExactReference(_) => "exactReference",
-            SignedIdentity::ExactRepository(_) => "exactRepository",
-        }
     }
 }
 

@@ -5,7 +5,34 @@
 
 use crate::oci::reference::Reference;
 
-use super::file::SignedIdentity;
+/// Which `docker-reference` in a signature's payload is accepted for an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignedIdentity {
+    /// A tagged image: the same repository and tag; an image named by digest: the same
+    /// repository (the default).
+    MatchRepoDigestOrExact,
+    /// The same repository, any tag.
+    MatchRepository,
+    /// The same repository and tag (never an image named by digest alone).
+    MatchExact,
+    /// Exactly this reference, whatever the image is called.
+    ExactReference(String),
+    /// This repository, whatever the image is called.
+    ExactRepository(String),
+}
+
+impl SignedIdentity {
+    /// The `type` as the policy spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SignedIdentity::MatchRepoDigestOrExact => "matchRepoDigestOrExact",
+            SignedIdentity::MatchRepository => "matchRepository",
+            SignedIdentity::MatchExact => "matchExact",
+            SignedIdentity::ExactReference(_) => "exactReference",
+            SignedIdentity::ExactRepository(_) => "exactRepository",
+        }
+    }
+}
 
 /// `Ok` when `signed` (the payload's docker-reference) is accepted for `image`; else
 /// why not.
