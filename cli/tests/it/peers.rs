@@ -210,6 +210,29 @@ fn a_peer_serving_a_flipped_byte_is_named_skipped_and_the_next_source_used() {
 }
 
 #[test]
+fn a_node_in_the_set_fetches_what_it_owns_from_upstream_and_asks_only_peers_above_it() {
+    let (env, image) = fleet();
+    let stores = [node_store(&env, "a", true), node_store(&env, "b", true)];
+    let serves = [peer(&stores[0], 2), peer(&stores[1], 3)];
+    // This node is in the set (never asked: nothing listens there).
+    let me = "127.0.0.9:9".to_string();
+    let all = vec![serves[0].addr.clone(), serves[1].addr.clone(), me.clone()];
+    let node = env.dir.path().join("node");
+    pull_with(&env, &node, &["--peers", &all.join(","), "--self", &me]);
+    // What it owns, it fetches from upstream itself: others asking it would wait for
+    // that one fetch. The rest comes from the peers ranked above it.
+    for digest in blobs(&image) {
+        let owns = stowage::rendezvous::owner(&all, &digest) == Some(me.as_str());
+        assert_eq!(
+            env.gets_of(&digest).len(),
+            usize::from(owns),
+            "{digest}: owned by this node: {owns}"
+        );
+    }
+    verify(&node);
+}
+
+#[test]
 fn a_slow_peer_is_left_for_the_next_which_resumes_after_its_bytes() {
     let (env, image) = fleet();
     let stores = [node_store(&env, "a", true), node_store(&env, "b", true)];

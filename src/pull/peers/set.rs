@@ -55,8 +55,10 @@ pub struct Peers {
 
 #[derive(Default)]
 struct State {
-    /// The peers, this node left out, sorted.
+    /// The peers as the spec lists them, sorted, this node among them if listed.
     peers: Arc<Vec<String>>,
+    /// The entry of `peers` that is this node, if any.
+    me: Option<String>,
     /// When a DNS name was last resolved.
     resolved_at: Option<Instant>,
     /// The peers file's modification time and size when last read.
@@ -112,7 +114,7 @@ impl Peers {
         match &self.spec {
             PeerSpec::List(list) => {
                 if state.resolved_at.is_none() {
-                    state.peers = Arc::new(self.without_self(list.clone()));
+                    self.set(&mut state, list.clone());
                     state.resolved_at = Some(Instant::now());
                 }
             }
@@ -124,12 +126,10 @@ impl Peers {
                     state.resolved_at = Some(Instant::now());
                     match tokio::net::lookup_host((name.as_str(), *port)).await {
                         Ok(found) => {
-                            let found = found.map(|a| a.to_string()).collect();
-                            let peers = self.without_self(found);
-                            if peers != *state.peers {
-                                tracing::info!(name, ?peers, "peers resolved");
+                            let found: Vec<String> = found.map(|a| a.to_string()).collect();
+                            if self.set(&mut state, found) {
+                                tracing::info!(name, peers = ?state.peers, "peers resolved");
                             }
-                            state.peers = Arc::new(peers);
                         }
                         // The last answer stands until the resolver answers again.
                         Err(e) => tracing::warn!(
@@ -142,7 +142,10 @@ impl Peers {
             }
             PeerSpec::File(path) => self.reread(&mut state, path),
         }
-        state.peers.clone()
+        match &state.me {
+            None => state.peers.clone(),
+            Some(me) => Arc::new(state.peers.iter().filter(|p| *p != me).cloned().collect()),
+        }
     }
 
     /// Reads the peers file again if it changed since it was last read.
@@ -155,7 +158,7 @@ impl Peers {
                     tracing::warn!(path = %path.display(), "reading the peers file: {e}; no peers");
                 }
                 state.resolved_at = Some(Instant::now());
-                state.peers = Arc::default();
+                self.set(state, Vec::new());
                 return;
             }
         };
@@ -169,9 +172,8 @@ impl Peers {
             .and_then(|text| parse_peers_file(&text));
         match parsed {
             Ok(peers) => {
-                let peers = self.without_self(peers);
-                tracing::info!(path = %path.display(), ?peers, "peers read");
-                state.peers = Arc::new(peers);
+                self.set(state, peers);
+                tracing::info!(path = %path.display(), peers = ?state.peers, "peers read");
             }
             // A file being rewritten in place may be read half written: the last good
             // list stands, and the next change is read again.
@@ -183,21 +185,32 @@ impl Peers {
         }
     }
 
-    fn without_self(&self, mut peers: Vec<String>) -> Vec<String> {
+    /// Takes `peers` as the set, finding this node among them; whether it changed.
+    fn set(&self, state: &mut State, mut peers: Vec<String>) -> bool {
         peers.sort_unstable();
         peers.dedup();
-        peers.retain(|p| Some(p) != self.self_addr.as_ref() && !is_this_machine(p));
-        peers
+        let changed = peers != *state.peers;
+        if changed {
+            state.me = peers
+                .iter()
+                .find(|p| Some(*p) == self.self_addr.as_ref() || is_this_machine(p))
+                .cloned();
+            state.peers = Arc::new(peers);
+        }
+        changed
     }
 
-    /// The peers to ask for `digest`, in rendezvous order, leaving out those cooling
-    /// down after a failure.
+    /// The peers to ask for `digest`: in rendezvous order, those ranked above this
+    /// node (all of them when it is not in the set), leaving out those cooling down
+    /// after a failure. A node ranked first owns the blob: it fetches it from upstream
+    /// itself, and the peers that ask it meanwhile wait for that one fetch.
     pub async fn order(&self, digest: &Digest) -> Vec<String> {
-        let peers = self.current().await;
+        self.current().await;
         let state = self.state.lock().await;
         let now = Instant::now();
-        rendezvous::rank(&peers, digest)
+        rendezvous::rank(&state.peers, digest)
             .into_iter()
+            .take_while(|p| Some(*p) != state.me.as_deref())
             .filter(|p| state.cooling.get(*p).is_none_or(|until| *until <= now))
             .map(str::to_string)
             .collect()
@@ -242,6 +255,34 @@ mod tests {
         assert_eq!(
             *peers.current().await,
             vec!["127.0.0.2:5000".to_string(), "127.0.0.3:5000".to_string()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_in_the_set_asks_only_the_peers_ranked_above_it() {
+        let all: Vec<String> = (2..12).map(|i| format!("127.0.0.{i}:5000")).collect();
+        let me = all[4].clone();
+        let peers = Peers::new(
+            PeerSpec::List(all.clone()),
+            PeerOptions {
+                self_addr: Some(me.clone()),
+                ..PeerOptions::default()
+            },
+        )
+        .unwrap();
+        let (mut owned, mut asked_all) = (0, 0);
+        for i in 0..200 {
+            let digest = crate::store::sha256_of(format!("{i}").as_bytes());
+            let ranked = rendezvous::rank(&all, &digest);
+            let mine = ranked.iter().position(|p| *p == me).unwrap();
+            let order = peers.order(&digest).await;
+            assert_eq!(order, ranked[..mine], "{digest}");
+            owned += usize::from(mine == 0);
+            asked_all += usize::from(mine == all.len() - 1);
+        }
+        assert!(
+            owned > 0 && asked_all > 0,
+            "{owned} owned, {asked_all} last"
         );
     }
 
