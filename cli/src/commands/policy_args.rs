@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use stowage::store::{parse_digest, Descriptor, Digest, MediaType, Store, MANIFEST_LIMIT};
+use stowage::store::{
+    parse_digest, Descriptor, Digest, MediaType, Store, INDEX_ANNOTATION, MANIFEST_LIMIT,
+};
 use stowage::{
     signed_subjects, Client, Pin, Policy, RawManifest, Reference, ReferrerFilter, SignedIndexes,
     StoredImage, SyncReport, SyncStatus, Verdict, ARTIFACT_COSIGN_SIGNATURE,
@@ -145,11 +147,25 @@ pub fn check_stored(store: &Store, args: &PolicyArgs, reference: &str) -> anyhow
         return Ok(());
     };
     let image = StoredImage::open(store, reference)?;
-    let named = store
-        .resolve_ref(&image.store_ref)?
-        .map(|d| d.digest().clone());
+    let recorded = store.resolve_ref(&image.store_ref)?;
+    let named = recorded.as_ref().map(|d| d.digest().clone());
     let subjects = subjects(store, image.manifest.digest(), named.as_ref())?;
-    let verdict = policy.check(store, &image.store_ref, &subjects)?;
+    let verdict = policy.check(store, &image.store_ref, &subjects).map_err(|refused| {
+        // A platform chosen from an index that is not stored: the index's signatures
+        // (cosign signs what a tag names) cannot stand for it, since nothing stored
+        // shows that the index lists it. Say so rather than leave "no signature".
+        let index = recorded
+            .as_ref()
+            .and_then(|d| d.annotations().as_ref()?.get(INDEX_ANNOTATION).cloned())
+            .filter(|i| parse_digest(i).is_ok_and(|i| !store.has(&i)));
+        match index {
+            Some(index) => anyhow::Error::from(refused).context(format!(
+                "{} was chosen from the index {index}, which the store does not hold, so                  the index's signatures cannot be checked for it (pull it with                  --all-platforms to keep the index)",
+                image.store_ref
+            )),
+            None => refused.into(),
+        }
+    })?;
     tracing::info!(
         "{}: accepted by {} (scope {}): {}",
         image.store_ref,

@@ -198,6 +198,33 @@ fn a_signature_of_the_index_stands_for_the_platform_image_chosen_from_it() {
 }
 
 #[test]
+fn a_platform_chosen_from_an_index_the_store_lacks_is_refused_saying_so() {
+    let site = Site::new();
+    let image = tagged_image(&site.store, NAME, "amd64");
+    // As a pull of one platform records it: the index's digest on the ref, the index
+    // itself not stored; its signature is recorded, but nothing shows it lists the image.
+    let index = sha256_digest(b"the index the platform was chosen from");
+    let mut descriptor = image.descriptor.clone();
+    descriptor.set_annotations(Some(
+        [(
+            stowage_store::INDEX_ANNOTATION.to_string(),
+            index.to_string(),
+        )]
+        .into(),
+    ));
+    site.store.set_ref(NAME, &descriptor).unwrap();
+    site.signature_of(&index, None)
+        .put(&site.store, &index, Some(CosignTag::Signature));
+    let policy = site.policy(sigstore_signed());
+    let message = assert_refused(&site, &site.load(&policy), SCOPE_LABEL, "no signature");
+    assert!(
+        message.contains(&format!("chosen from the index {index}"))
+            && message.contains("--all-platforms"),
+        "{message}"
+    );
+}
+
+#[test]
 fn anything_is_accepted_under_insecure_accept_anything() {
     let site = Site::new();
     tagged_image(&site.store, NAME, "amd64");
