@@ -428,6 +428,23 @@ fn a_tag_naming_an_index_carries_the_referrers_of_the_index_and_of_the_chosen_im
         "{report}"
     );
 
+    // An export of the one platform cannot carry the index's signature (the index is
+    // not stored): it says so, and carries the image's own.
+    let archive = env.dir.path().join("amd64.tar");
+    let exported = env.stowage(&[
+        "export",
+        &env.via_proxy(&format!("{REPO}:multi")),
+        "-o",
+        archive.to_str().unwrap(),
+    ]);
+    let warned = stderr(&exported);
+    assert!(exported.status.success(), "{warned}");
+    assert!(
+        warned.contains(&format!("from the index {index_digest}"))
+            && warned.contains("stay behind"),
+        "{warned}"
+    );
+
     // lock pins both, each with its subject.
     let lockfile = env.dir.path().join("multi.lock");
     ok(env.stowage(&[

@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use crate::lock::pin::Pin;
 use crate::oci::platform::Platform;
-use crate::store::{Descriptor, Digest, MediaType, Store, MANIFEST_LIMIT};
+use crate::store::{
+    parse_digest, Descriptor, Digest, MediaType, Store, INDEX_ANNOTATION, MANIFEST_LIMIT,
+};
 
 use super::closure::needed;
 use super::referrers::{carried, ExportedReferrer};
@@ -102,23 +104,41 @@ pub fn plan_pins(
     plan(store, roots, missing, hint)
 }
 
-/// An index narrowed to one platform leaves its own referrers (a signature of the
-/// index) behind: the far store would not hold their subject. Said, not refused.
+/// An index narrowed to one platform, or a ref pulled for one platform from an index
+/// not stored, leaves the index's own referrers (a signature of the index) behind: the
+/// far store would not hold their subject. Said, not refused.
 fn warn_index_referrers(
     store: &Store,
     name: &str,
     index: &Digest,
     chosen: &Descriptor,
 ) -> Result<(), ArchiveError> {
-    if chosen.digest() == index {
-        return Ok(());
+    if chosen.digest() != index {
+        let left = store.referrers(index)?.len();
+        if left > 0 {
+            tracing::warn!(
+                "{name}: the index {index} has {left} referrer(s) (signatures of the index) \
+                 that travel only with the index; pass --all-platforms to carry them"
+            );
+        }
     }
-    let left = store.referrers(index)?.len();
-    if left > 0 {
-        tracing::warn!(
-            "{name}: the index {index} has {left} referrer(s) (signatures of the index) that \
-             travel only with the index; pass --all-platforms to carry them"
-        );
+    // A ref a pull of one platform recorded: the index it was chosen from is not
+    // stored, so its referrers cannot travel (their subject would not be there).
+    let recorded = chosen
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(INDEX_ANNOTATION))
+        .and_then(|d| parse_digest(d).ok())
+        .filter(|d| !store.has(d));
+    if let Some(index) = recorded {
+        let left = store.referrers(&index)?.len();
+        if left > 0 {
+            tracing::warn!(
+                "{name}: it was pulled for one platform from the index {index}, which has \
+                 {left} referrer(s) (signatures of the index) but is not stored, so they stay \
+                 behind; pull and export it with --all-platforms to carry them"
+            );
+        }
     }
     Ok(())
 }
