@@ -356,6 +356,8 @@ fn the_warm_container_loads_the_lockfile_into_containerd_with_blobs_from_a_peer(
         .env("STOWAGE_STORE", env.store())
         .env("CONTAINERD_ADDRESS", containerd.address())
         .env("CONTAINERD_NAMESPACE", "k8s.io")
+        // This node's address: not the peer's.
+        .env("NODE_IP", "127.0.0.9")
         .stdin(Stdio::null())
         .output()
         .unwrap();
