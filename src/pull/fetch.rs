@@ -8,12 +8,12 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::in_flight::{self, InFlight};
-use super::peers::fetch::{self as peer_fetch, Peered};
+use super::peers::sources::{self, Fetched};
 use super::{PullError, PullOptions};
 use crate::oci::reference::Reference;
 use crate::pull::progress::ProgressReporter;
-use crate::registry::{Client, RegistryError};
-use crate::store::{Store, StoreError};
+use crate::registry::Client;
+use crate::store::Store;
 
 /// What every pull sharing one registry client shares while fetching, as
 /// go-containerregistry's `remote.Puller` holds what several pulls share.
@@ -108,39 +108,21 @@ pub(crate) async fn fetch_all(
             progress.blob_started(&digest, size, resumed);
             let on_bytes = |n: u64| progress.blob_bytes(&digest, n);
             // The peers first, when there are any; the registry for what they lack.
-            let (ingest, tainted) = match &peers {
-                None => (ingest, false),
+            let fetched = match &peers {
+                None => {
+                    client
+                        .fetch_blob(&reference, &descriptor, ingest, &blob_options, &on_bytes)
+                        .await?;
+                    Fetched::Stored
+                }
                 Some(peers) => {
                     let asked = (client.as_ref(), &store, &reference, &descriptor);
-                    match peer_fetch::fetch(peers, asked, ingest, &on_bytes).await? {
-                        Peered::Stored => {
-                            progress.blob_finished(&digest);
-                            return Ok((1, size - resumed, 0));
-                        }
-                        Peered::Present => {
-                            progress.blob_finished(&digest);
-                            return Ok((0, 0, size));
-                        }
-                        Peered::Upstream { ingest, tainted } => (*ingest, tainted),
-                    }
+                    sources::fetch_blob(peers, asked, ingest, &blob_options, &on_bytes).await?
                 }
             };
-            let fetched = client
-                .fetch_blob(&reference, &descriptor, ingest, &blob_options, &on_bytes)
-                .await;
-            match fetched {
-                // A peer that broke off left bytes no commit checked: once more, whole.
-                Err(RegistryError::Store(StoreError::Mismatch { .. })) if tainted => {
-                    tracing::warn!(%digest, "the bytes a peer left did not match; fetching the whole blob again");
-                    if let Some(ingest) = peer_fetch::reopen(&store, &descriptor).await? {
-                        client
-                            .fetch_blob(&reference, &descriptor, ingest, &blob_options, &on_bytes)
-                            .await?;
-                    }
-                }
-                other => {
-                    other?;
-                }
+            if let Fetched::Present = fetched {
+                progress.blob_finished(&digest);
+                return Ok((0, 0, size));
             }
             tracing::info!(%digest, "stored");
             progress.blob_finished(&digest);

@@ -233,6 +233,45 @@ fn a_node_in_the_set_fetches_what_it_owns_from_upstream_and_asks_only_peers_abov
 }
 
 #[test]
+fn when_the_registry_fails_the_peers_ranked_below_this_node_are_asked() {
+    let (env, image) = fleet();
+    let stores = [node_store(&env, "a", true), node_store(&env, "b", true)];
+    let serves = [peer(&stores[0], 2), peer(&stores[1], 3)];
+    let digests = blobs(&image);
+    // An address for this node that owns at least one of the blobs.
+    let (me, all) = (1..)
+        .map(|port| {
+            let me = format!("127.0.0.9:{port}");
+            (
+                me.clone(),
+                vec![serves[0].addr.clone(), serves[1].addr.clone(), me],
+            )
+        })
+        .find(|(me, all)| {
+            digests
+                .iter()
+                .any(|d| stowage::rendezvous::owner(all, d) == Some(me.as_str()))
+        })
+        .unwrap();
+    // The registry answers every blob GET with 503.
+    env.proxy.set_faults(Faults {
+        always_503: true,
+        ..Faults::default()
+    });
+    let node = env.dir.path().join("node");
+    pull_with(
+        &env,
+        &node,
+        &["--peers", &all.join(","), "--self", &me, "--retries", "1"],
+    );
+    for digest in &digests {
+        let owns = stowage::rendezvous::owner(&all, digest) == Some(me.as_str());
+        assert_eq!(env.gets_of(digest).len(), usize::from(owns), "{digest}");
+    }
+    verify(&node);
+}
+
+#[test]
 fn a_slow_peer_is_left_for_the_next_which_resumes_after_its_bytes() {
     let (env, image) = fleet();
     let stores = [node_store(&env, "a", true), node_store(&env, "b", true)];

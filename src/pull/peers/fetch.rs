@@ -73,9 +73,10 @@ enum Failure {
     Store(StoreError),
 }
 
-/// Asks the peers for `descriptor`'s blob, in rendezvous order; see the module docs.
+/// Asks the peers of `order` for `descriptor`'s blob, in turn; see the module docs.
 pub(crate) async fn fetch(
     peers: &Peers,
+    order: &[String],
     (client, store, reference, descriptor): (&Client, &Store, &Reference, &Descriptor),
     ingest: Ingest,
     on_bytes: OnBytes<'_>,
@@ -84,7 +85,7 @@ pub(crate) async fn fetch(
     let mut ingest = ingest;
     // Peers whose unverified bytes the partial holds.
     let mut contributed: Vec<String> = Vec::new();
-    for peer in peers.order(digest).await {
+    for peer in order.iter().cloned() {
         let before = missing_bytes(&ingest);
         let result = stream(
             peers, client, &peer, reference, descriptor, &ingest, on_bytes,

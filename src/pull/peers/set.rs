@@ -15,6 +15,10 @@ use super::rendezvous;
 use super::spec::{parse_peers_file, peer_address, PeerSpec, PeerSpecError};
 use crate::store::Digest;
 
+/// How long a resolution of the peers' DNS name may take before the last answer
+/// stands (every blob's fetch waits for it).
+const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How a node uses its peers.
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
@@ -92,6 +96,8 @@ impl Peers {
         let http = reqwest::Client::builder()
             .user_agent(concat!("stowage/", env!("CARGO_PKG_VERSION"), " (peer)"))
             .connect_timeout(options.connect_timeout)
+            // With the low-speed limit off, a peer that stops sending must still end.
+            .read_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()
             .map_err(|e| PeerSpecError {
@@ -124,7 +130,16 @@ impl Peers {
                     .is_none_or(|at| at.elapsed() >= self.options.refresh);
                 if due {
                     state.resolved_at = Some(Instant::now());
-                    match tokio::net::lookup_host((name.as_str(), *port)).await {
+                    let lookup = tokio::net::lookup_host((name.as_str(), *port));
+                    let answer = tokio::time::timeout(DNS_TIMEOUT, lookup)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(std::io::Error::other(format!(
+                                "no answer within {} s",
+                                DNS_TIMEOUT.as_secs()
+                            )))
+                        });
+                    match answer {
                         Ok(found) => {
                             let found: Vec<String> = found.map(|a| a.to_string()).collect();
                             if self.set(&mut state, found) {
@@ -211,6 +226,24 @@ impl Peers {
         rendezvous::rank(&state.peers, digest)
             .into_iter()
             .take_while(|p| Some(*p) != state.me.as_deref())
+            .filter(|p| state.cooling.get(*p).is_none_or(|until| *until <= now))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The peers ranked below this node for `digest` (none when it is not in the
+    /// set), asked only when the registry failed.
+    pub async fn order_below_self(&self, digest: &Digest) -> Vec<String> {
+        self.current().await;
+        let state = self.state.lock().await;
+        let Some(me) = state.me.as_deref() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        rendezvous::rank(&state.peers, digest)
+            .into_iter()
+            .skip_while(|p| *p != me)
+            .skip(1)
             .filter(|p| state.cooling.get(*p).is_none_or(|until| *until <= now))
             .map(str::to_string)
             .collect()
