@@ -17,6 +17,7 @@ mod factored_compose;
 mod factored_handoff;
 mod factored_layers;
 mod factored_python;
+mod fleet;
 mod kubernetes;
 mod layout_interop;
 mod lockfile;

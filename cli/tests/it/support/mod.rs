@@ -7,6 +7,7 @@ pub mod base_images;
 pub mod containerd;
 pub mod cosign;
 pub mod fixtures;
+pub mod fleet;
 pub mod hostile;
 pub mod http_head;
 pub mod jwt;
