@@ -41,6 +41,7 @@ bench: setup build
 	bash benches/factored.sh
 	bash benches/scale.sh
 	bash benches/local.sh
+	bash benches/fleet.sh
 
 demo: setup build
 	bash scripts/demo.sh
