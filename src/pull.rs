@@ -35,7 +35,7 @@ pub use many::pull_many;
 pub(crate) use many::record_all;
 
 /// The annotation on a single-platform ref naming the index it was chosen from.
-pub const INDEX_ANNOTATION: &str = "dev.stowage.index.digest";
+pub use crate::store::INDEX_ANNOTATION;
 
 /// What to pull and how.
 #[derive(Debug, Clone)]
@@ -299,6 +299,10 @@ pub(crate) async fn pull_unrecorded(
             let mut descriptor = manifest.descriptor();
             descriptor.set_platform(platform.clone());
             if let Some(index) = index {
+                // The index itself is kept (a few KiB; gc keeps it while the ref names
+                // it) so a signature of the index can stand for this platform later:
+                // the stored index shows it lists this manifest.
+                store.put_as(&index.digest, &index.bytes)?;
                 // Remembered so a later offline or cached pull can still match a pin
                 // that names the index.
                 descriptor.set_annotations(Some(

@@ -306,9 +306,11 @@ pub fn pinned_manifest(store: &Store, pin: &Pin) -> Result<crate::store::Digest,
     if let Some(manifest) = &pin.manifest {
         return Ok(manifest.clone());
     }
-    if store.has(&pin.digest) {
+    if store.has(&pin.digest) && !stored_index(store, &pin.digest) {
         return Ok(pin.digest.clone());
     }
+    // A stored index is one a pull for one platform kept (for its signatures), without
+    // its other platforms: the image is the ref recorded as chosen from it.
     let wanted = pin.digest.to_string();
     let mut chosen = None;
     for stored in store.refs()? {
@@ -323,4 +325,17 @@ pub fn pinned_manifest(store: &Store, pin: &Pin) -> Result<crate::store::Digest,
         }
     }
     Ok(chosen.unwrap_or_else(|| pin.digest.clone()))
+}
+
+/// Whether the stored blob `digest` is an image index (by the media type it names or
+/// its shape).
+fn stored_index(store: &Store, digest: &crate::store::Digest) -> bool {
+    store
+        .read_blob(digest, crate::store::MANIFEST_LIMIT)
+        .map(|bytes| {
+            crate::store::is_index_type(
+                &crate::oci::manifest::RawManifest::from_stored(bytes, digest.clone()).media_type,
+            )
+        })
+        .unwrap_or(false)
 }

@@ -86,8 +86,9 @@ impl Store {
                     .map(|d| ("extra root".to_string(), d.clone())),
             );
         let mut live = live_digests(self, roots)?;
-        // A ref pulled from an index names that index's digest (not stored when one
-        // platform was chosen); signatures of the index are kept with the ref.
+        // A ref pulled from an index for one platform names that index's digest (the
+        // index may be stored, its other platforms are not); signatures of the index
+        // are kept with the ref.
         let named_indexes: HashSet<Digest> = index
             .index
             .manifests()
@@ -96,6 +97,9 @@ impl Store {
             .filter_map(|d| parse_digest(d).ok())
             .collect();
         drop(index);
+        // The index blob itself stays too when stored (pull keeps it so the index's
+        // signature can stand for the platform later); its other platforms do not.
+        live.extend(named_indexes.iter().filter(|d| self.has(d)).cloned());
         let kept = |subject: &Digest, live: &HashSet<Digest>| {
             live.contains(subject) || named_indexes.contains(subject)
         };

@@ -160,9 +160,28 @@ fn gc_keeps_the_referrers_of_the_index_a_ref_was_chosen_from() {
     store
         .add_referrers(&index_digest, std::slice::from_ref(&sig))
         .unwrap();
+    // A second ref from an index that is stored (pull keeps it): the index blob is
+    // kept with the ref, and none of the platforms it lists that are not stored.
+    let (other, _) = manifest(&store, b"another platform image", None, None);
+    let stored_index = store
+        .put(format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{}}}]}}"#, other.digest(), other.size()).as_bytes())
+        .unwrap();
+    let mut from_stored = other.clone();
+    from_stored.set_annotations(Some(
+        [(
+            stowage_store::INDEX_ANNOTATION.to_string(),
+            stored_index.to_string(),
+        )]
+        .into(),
+    ));
+    store.set_ref("example/other:1", &from_stored).unwrap();
 
     store.gc(&[], false).unwrap();
     assert!(store.has(sig.digest()) && store.has(&sig_layer));
+    assert!(store.has(&stored_index), "gc took the index a ref names");
+    store.remove_ref("example/other:1").unwrap();
+    store.gc(&[], false).unwrap();
+    assert!(!store.has(&stored_index));
     assert_eq!(
         store.referrers(&index_digest).unwrap(),
         std::slice::from_ref(&sig)

@@ -104,9 +104,9 @@ pub fn plan_pins(
     plan(store, roots, missing, hint)
 }
 
-/// An index narrowed to one platform, or a ref pulled for one platform from an index
-/// not stored, leaves the index's own referrers (a signature of the index) behind: the
-/// far store would not hold their subject. Said, not refused.
+/// An index narrowed to one platform, or a ref pulled for one platform from an index,
+/// leaves the index's own referrers (a signature of the index) behind: the far store
+/// would not hold their subject. Said, not refused.
 fn warn_index_referrers(
     store: &Store,
     name: &str,
@@ -122,21 +122,22 @@ fn warn_index_referrers(
             );
         }
     }
-    // A ref a pull of one platform recorded: the index it was chosen from is not
-    // stored, so its referrers cannot travel (their subject would not be there).
+    // A ref a pull of one platform recorded: the store may keep the index it was
+    // chosen from, but an archive carries whole images only (the index's other
+    // platforms are not stored), so the index's referrers cannot travel.
     let recorded = chosen
         .annotations()
         .as_ref()
         .and_then(|a| a.get(INDEX_ANNOTATION))
-        .and_then(|d| parse_digest(d).ok())
-        .filter(|d| !store.has(d));
+        .and_then(|d| parse_digest(d).ok());
     if let Some(index) = recorded {
         let left = store.referrers(&index)?.len();
         if left > 0 {
             tracing::warn!(
                 "{name}: it was pulled for one platform from the index {index}, which has \
-                 {left} referrer(s) (signatures of the index) but is not stored, so they stay \
-                 behind; pull and export it with --all-platforms to carry them"
+                 {left} referrer(s) (signatures of the index); an archive carries whole \
+                 images only, so they stay behind; pull and export it with --all-platforms \
+                 to carry them"
             );
         }
     }

@@ -204,3 +204,69 @@ fn sync_refuses_the_unsigned_image_of_a_lockfile_and_keeps_the_signed_one() {
     );
     assert_eq!(site.refs(), [signed]);
 }
+
+/// cosign's usual case: the tag names a multi-platform index and the index is what is
+/// signed. A pull of this machine's platform keeps the index (a few KiB) beside the
+/// image, so later offline checks (`run`, `load`, `import` all ask the same
+/// `Policy::check`) still find that the stored index lists the image, even after gc.
+#[test]
+fn a_signed_index_pulled_for_one_platform_still_vouches_for_it_later_offline() {
+    let env = Env::new();
+    let key = CosignKey::from_seed("the site's cosign key");
+    let index = crate::support::fixtures::two_platform_index(&env.fixtures);
+    env.push(&index.descriptor, "tools/multi:1");
+    let host = env.proxy.addr().to_string();
+    let payload =
+        simple_signing_payload(index.descriptor.digest(), &format!("{host}/tools/multi:1"));
+    signature(&key, &payload, None).push(
+        &env.registry,
+        "tools/multi",
+        Some(&CosignTag::Signature.tag(index.descriptor.digest())),
+    );
+    let dir = env.dir.path();
+    std::fs::write(dir.join("cosign.pub"), key.public_pem()).unwrap();
+    let policy = dir.join("policy.json");
+    let json = json!({
+        "default": [{"type": "reject"}],
+        "transports": {"docker": {format!("{host}/tools"): [{"type": "sigstoreSigned", "keyPath": "cosign.pub"}]}},
+    });
+    std::fs::write(&policy, serde_json::to_vec(&json).unwrap()).unwrap();
+    let name = env.via_proxy("tools/multi:1");
+    let pulled = env.stowage(&[
+        "pull",
+        "--platform",
+        "linux/amd64",
+        &name,
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    assert!(pulled.status.success(), "{}", stderr(&pulled));
+    let report: Value = serde_json::from_slice(&pulled.stdout).unwrap();
+    let manifest: Digest = report["manifest_digest"].as_str().unwrap().parse().unwrap();
+    assert_ne!(
+        &manifest,
+        index.descriptor.digest(),
+        "one platform was chosen"
+    );
+
+    let store = Store::open(env.store()).unwrap();
+    assert!(
+        store.has(index.descriptor.digest()),
+        "the index was not kept"
+    );
+    store.gc(&[], false).unwrap();
+    assert!(
+        store.has(index.descriptor.digest()),
+        "gc took the index the ref names"
+    );
+    let site = stowage::Policy::load(&policy).unwrap();
+    let subjects = stowage::signed_subjects(&store, &manifest).unwrap();
+    assert_eq!(
+        subjects,
+        [manifest.clone(), index.descriptor.digest().clone()]
+    );
+    site.check(&store, &name, &subjects)
+        .unwrap_or_else(|e| panic!("the index's signature no longer stands for the image: {e}"));
+    // And the platform alone, without the index's word for it, is refused.
+    assert!(site.check(&store, &name, &[manifest]).is_err());
+}
