@@ -159,6 +159,24 @@ impl PeerArgs {
         };
         Ok(Some(Arc::new(stowage::Peers::new(spec.clone(), options)?)))
     }
+
+    /// [`Self::peers`] for a node listening on `listening`: without `--self`, that
+    /// address is this node's (an unspecified one, 0.0.0.0, names none: this machine's
+    /// own addresses are left out anyway).
+    pub fn peers_listening_on(
+        &self,
+        listening: std::net::SocketAddr,
+    ) -> anyhow::Result<Option<Arc<stowage::Peers>>> {
+        if self.self_addr.is_some() || listening.ip().is_unspecified() {
+            return self.peers();
+        }
+        let with_self = PeerArgs {
+            peers: self.peers.clone(),
+            self_addr: Some(listening.to_string()),
+            peers_refresh: self.peers_refresh,
+        };
+        with_self.peers()
+    }
 }
 
 /// Whether to carry an image's referrers; shared by `pull`, `lock` and `sync`.

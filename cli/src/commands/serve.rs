@@ -11,7 +11,7 @@ use stowage::store::Store;
 use stowage::{bind, raise_fd_limit, serve_with, Client, ServeOptions, Upstreams};
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::args::RegistryArgs;
+use super::args::{PeerArgs, RegistryArgs};
 use super::Output;
 
 #[derive(Debug, Args)]
@@ -56,13 +56,17 @@ pub struct ServeArgs {
     /// hosts still name registries in ns= and mirror paths).
     #[arg(long)]
     offline: bool,
+    /// With --upstream: a local client's blob is asked of these peers before upstream.
+    #[command(flatten)]
+    peers: PeerArgs,
     #[command(flatten)]
     registry: RegistryArgs,
 }
 
 impl ServeArgs {
-    /// The pull-through configuration, with `--upstream`.
-    fn upstreams(&self) -> anyhow::Result<Option<Upstreams>> {
+    /// The pull-through configuration, with `--upstream`; `listening` is this node's
+    /// address among its peers.
+    fn upstreams(&self, listening: std::net::SocketAddr) -> anyhow::Result<Option<Upstreams>> {
         if self.upstream.is_empty() {
             return Ok(None);
         }
@@ -91,6 +95,7 @@ impl ServeArgs {
             registries: hosts,
             tag_ttl: Duration::from_secs(self.tag_ttl),
             offline: self.offline,
+            peers: self.peers.peers_listening_on(listening)?,
         }))
     }
 }
@@ -136,7 +141,7 @@ pub fn serve(
                 .max_connections
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             max_size: args.max_size,
-            upstream: args.upstreams()?,
+            upstream: args.upstreams(addr)?,
             ..ServeOptions::default()
         };
         serve_with(store.clone(), listener, shutdown, options).await?;

@@ -385,3 +385,75 @@ fn a_dns_name_resolving_to_localhost_lists_the_peer() {
         verify(&node);
     }
 }
+
+/// `serve --upstream URL --peers SPEC` over `store` on 127.0.0.`n`.
+fn pull_through_peer(env: &Env, store: &Path, n: u8, spec: &str) -> Served {
+    let upstream = format!("http://{}", env.proxy.addr());
+    Served::start_on(
+        store,
+        &format!("127.0.0.{n}:0"),
+        &ServeSetup {
+            args: &["--upstream", &upstream, "--peers", spec],
+            ..ServeSetup::default()
+        },
+    )
+}
+
+#[test]
+fn a_pull_through_fleet_fetches_each_blob_upstream_once() {
+    let (env, image) = fleet();
+    // The serves start before their addresses are known: the peers file lists them
+    // once they listen, and each serve reads it again when it changed.
+    let list = env.dir.path().join("peers.txt");
+    std::fs::write(&list, "").unwrap();
+    let spec = format!("file:{}", list.display());
+    let stores: Vec<PathBuf> = (0..3)
+        .map(|i| node_store(&env, &format!("s{i}"), false))
+        .collect();
+    let serves: Vec<Served> = stores
+        .iter()
+        .zip([2u8, 3, 4])
+        .map(|(store, n)| pull_through_peer(&env, store, n, &spec))
+        .collect();
+    let addrs: Vec<String> = serves.iter().map(|s| s.addr.clone()).collect();
+    std::fs::write(&list, addrs.join("\n")).unwrap();
+    let digests = blobs(&image);
+
+    // Two nodes outside the fleet ask the peers: each blob's owner pulls it through
+    // from upstream once and keeps it.
+    for node in ["node1", "node2"] {
+        let node = env.dir.path().join(node);
+        pull_with(&env, &node, &["--peers", &addrs.join(",")]);
+        verify(&node);
+    }
+    for digest in &digests {
+        assert_eq!(
+            env.gets_of(digest).len(),
+            1,
+            "{digest}: {:?}",
+            env.blob_get_paths()
+        );
+        let owner = stowage::rendezvous::owner(&addrs, digest).unwrap();
+        let at = addrs.iter().position(|a| a == owner).unwrap();
+        assert!(
+            blob_present(&stores[at], digest),
+            "{digest} kept by its owner {owner}"
+        );
+    }
+
+    // A client of one serve (its node's containerd, say): the serve asks its peers
+    // (never itself) before upstream, so the blobs the others own come from them.
+    let client = env.dir.path().join("client");
+    let via_serve = format!("{}/{IMAGE}", addrs[0]);
+    let output = stowage_in(&client, &["pull", &via_serve]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    verify(&client);
+    for digest in &digests {
+        assert_eq!(
+            env.gets_of(digest).len(),
+            1,
+            "{digest}: {:?}",
+            env.blob_get_paths()
+        );
+    }
+}

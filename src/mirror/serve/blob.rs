@@ -56,7 +56,11 @@ pub(super) async fn blob(
         .await
         .map_err(ApiError::internal)?;
     if let Some(through) = &state.through {
-        if let Some((repository, descriptor)) = through.known(&digest) {
+        let from_peer = crate::pull::peers::asked_by_a_peer(headers);
+        let source = through
+            .known(&digest)
+            .or_else(|| through.asked_by_peer(located, &digest, headers));
+        if let Some((repository, descriptor)) = source {
             if !state.store.has(&digest) {
                 let size = descriptor.size();
                 let builder = response(StatusCode::OK)
@@ -67,7 +71,7 @@ pub(super) async fn blob(
                 let body = if head || size == 0 {
                     Body::Empty
                 } else {
-                    through.blob_body(repository, descriptor, slot)
+                    through.blob_body(repository, descriptor, slot, from_peer)
                 };
                 return builder.body(body).map_err(ApiError::internal);
             }

@@ -30,6 +30,7 @@ use super::response::{ApiError, ErrorCode};
 use super::tap::{Fetch, Taps};
 use crate::oci::manifest::{ManifestKind, RawManifest};
 use crate::oci::reference::Reference;
+use crate::pull::peers::{asked_by_a_peer, peer_blob_size, Peers};
 use crate::pull::tagcache::TagCache;
 use crate::pull::PullOptions;
 use crate::registry::{BlobOptions, Client, RegistryError};
@@ -52,6 +53,9 @@ pub struct Upstreams {
     pub tag_ttl: Duration,
     /// Serve only what is stored, fetch nothing (`--offline`).
     pub offline: bool,
+    /// Ask these peers for a blob before upstream, on a local client's behalf (a
+    /// request from a peer, `asked_by_a_peer`, is fetched from upstream directly).
+    pub peers: Option<Arc<Peers>>,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -60,6 +64,7 @@ impl std::fmt::Debug for Upstreams {
             .field("registries", &self.registries)
             .field("tag_ttl", &self.tag_ttl)
             .field("offline", &self.offline)
+            .field("peers", &self.peers)
             .finish_non_exhaustive()
     }
 }
@@ -71,6 +76,7 @@ pub(super) struct Through {
     pub(super) registries: Vec<String>,
     tag_ttl: Duration,
     pub(super) offline: bool,
+    peers: Option<Arc<Peers>>,
     store: Store,
     /// Blobs the served manifests name: where to fetch each from, and its size.
     known: Mutex<HashMap<Digest, (Reference, Descriptor)>>,
@@ -93,6 +99,7 @@ impl Through {
             registries,
             tag_ttl: upstreams.tag_ttl,
             offline: upstreams.offline,
+            peers: upstreams.peers.clone(),
             store,
             known: Mutex::default(),
             tag_of: Mutex::default(),
@@ -269,12 +276,42 @@ impl Through {
             .cloned()
     }
 
-    /// A body streaming `descriptor` fetched through from `repository`.
+    /// Where a peer's request for `digest` of `located` is fetched from: a peer
+    /// names the blob's size from the manifest it verified, since this serve may have
+    /// served no manifest naming it (the peer had its manifests from upstream).
+    pub(super) fn asked_by_peer(
+        &self,
+        located: &Located,
+        digest: &Digest,
+        headers: &hyper::HeaderMap,
+    ) -> Option<(Reference, Descriptor)> {
+        if !asked_by_a_peer(headers) {
+            return None;
+        }
+        let size = peer_blob_size(headers)?;
+        let registry = self.fetches(located)?;
+        let repository = Reference {
+            registry,
+            repository: located.repository.clone(),
+            tag: None,
+            digest: None,
+        };
+        let descriptor = Descriptor::new(
+            oci_spec::image::MediaType::Other("application/octet-stream".into()),
+            size,
+            digest.clone(),
+        );
+        Some((repository, descriptor))
+    }
+
+    /// A body streaming `descriptor` fetched through from `repository`; for a local
+    /// client (not `from_peer`), the peers are asked first.
     pub(super) fn blob_body(
         &self,
         repository: Reference,
         descriptor: Descriptor,
         slot: tokio::sync::OwnedSemaphorePermit,
+        from_peer: bool,
     ) -> super::response::Body {
         let (store, pending) = (self.store.clone(), self.pending.clone());
         let options = PullOptions {
@@ -284,6 +321,7 @@ impl Through {
                 split_threshold: u64::MAX,
                 ..BlobOptions::default()
             },
+            peers: if from_peer { None } else { self.peers.clone() },
             ..PullOptions::default()
         };
         let fetch = Fetch {
