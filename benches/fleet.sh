@@ -12,9 +12,7 @@
 #
 # Knobs: BENCH_DIR, STOWAGE (binary, default target/release/stowage), FAULTPROXY,
 # FLEET_NODES (16), FLEET_BIG/FLEET_MANY/FLEET_FACTORED (LAYERSxBYTES), FLEET_TIMEOUT,
-# BENCH_FLEET_OUT, FLEET_PRIME_SERVES=1 (every serve reads the images' manifests before the
-# warm: a workaround while serve --upstream answers 404 to a peer asking for a blob no
-# manifest it served named).
+# BENCH_FLEET_OUT.
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."

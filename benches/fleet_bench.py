@@ -43,9 +43,6 @@ TIMEOUT = float(os.environ.get("FLEET_TIMEOUT", "1800"))
 DELAY_MS = os.environ.get("WAN_DELAY_MS", "30")
 RATE = os.environ.get("WAN_RATE", "25000000")
 IMAGES_DIR = os.environ["FLEET_IMAGES"]
-# A workaround while `serve --upstream` answers 404 to a peer asking for a blob no
-# manifest it served named: ask every serve for the images' manifests before the warm.
-PRIME = os.environ.get("FLEET_PRIME_SERVES", "0") == "1"
 SHAPES = {
     "big": os.environ.get("FLEET_BIG", "1x209715200"),
     "many": os.environ.get("FLEET_MANY", "100x2097152"),
@@ -239,13 +236,6 @@ def scenario(tag, lockfile, peers=False, n=NODES, liar=None, kill=None, kill_at=
                                          "--corrupt-blob-at", "1000")[0])
         for addr in addrs:
             wait_v2(addr)
-        if PRIME:
-            # Each serve reads the manifests first, so it knows the blobs a peer asks for.
-            for addr in addrs:
-                for name in SHAPES:
-                    run(["curl", "-fsS", "-o", "/dev/null", "-H",
-                         "Accept: application/vnd.oci.image.manifest.v1+json",
-                         f"http://{addr}/v2/fleet/{name}/manifests/1?ns={PROXY}"], "priming")
     peer_list = ",".join(a for a in addrs if a)
     started = time.monotonic()
     syncs = []
@@ -362,8 +352,7 @@ with open(REPORT, "w") as out:
         f"{mib(set_bytes):.0f} MiB ({shapes}); upstream behind stowage-faultproxy "
         f"--delay-ms {DELAY_MS} --rate {RATE}")
     say(f"- mode: {os.environ.get('FLEET_MODE', 'full')}; stowage binary: "
-        f"{os.environ.get('FLEET_BINARY', STOWAGE)}"
-        + ("; FLEET_PRIME_SERVES=1 (every serve read the manifests before the warm)" if PRIME else ""))
+        f"{os.environ.get('FLEET_BINARY', STOWAGE)}")
     say()
     say("| scenario | upstream blob bytes / image set | blob GETs | last node done | / one node alone | nodes complete, verified | goal |")
     say("| --- | ---: | ---: | ---: | ---: | --- | --- |")
