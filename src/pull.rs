@@ -10,6 +10,7 @@ pub mod peers;
 pub mod pinned;
 pub mod progress;
 pub mod referrers;
+pub(crate) use referrers::carry_referrers;
 pub mod tagcache;
 
 use std::sync::Arc;
@@ -162,30 +163,6 @@ pub async fn pull(
         );
     }
     Ok(report)
-}
-
-/// The referrers `filter` wants of each of `subjects`, carried into the store.
-pub(crate) async fn carry_referrers(
-    client: &Arc<Client>,
-    store: &Store,
-    reference: &Reference,
-    subjects: &[Digest],
-    filter: &ReferrerFilter,
-    options: &PullOptions,
-) -> Result<Vec<PulledReferrer>, PullError> {
-    let mut carried = Vec::new();
-    for subject in subjects {
-        let found =
-            referrers::pull_referrers_with(client, store, reference, subject, filter, options)
-                .await?;
-        carried.extend(
-            found
-                .referrers
-                .iter()
-                .map(|d| PulledReferrer::of(subject, d)),
-        );
-    }
-    Ok(carried)
 }
 
 /// A pull whose ref is still to be recorded.

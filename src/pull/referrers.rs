@@ -328,3 +328,25 @@ async fn not_on_registry(
         listed,
     }
 }
+
+/// The referrers `filter` wants of each of `subjects`, carried into the store.
+pub(crate) async fn carry_referrers(
+    client: &Arc<Client>,
+    store: &Store,
+    reference: &Reference,
+    subjects: &[Digest],
+    filter: &ReferrerFilter,
+    options: &PullOptions,
+) -> Result<Vec<PulledReferrer>, PullError> {
+    let mut carried = Vec::new();
+    for subject in subjects {
+        let found = pull_referrers_with(client, store, reference, subject, filter, options).await?;
+        carried.extend(
+            found
+                .referrers
+                .iter()
+                .map(|d| PulledReferrer::of(subject, d)),
+        );
+    }
+    Ok(carried)
+}
