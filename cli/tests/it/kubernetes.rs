@@ -126,7 +126,14 @@ fn the_manifests_render_and_validate_against_the_kubernetes_schemas() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    for flag in ["serve", "--upstream", "--addr", "0.0.0.0:5050"] {
+    for flag in [
+        "serve",
+        "--upstream",
+        "--peers",
+        "--self",
+        "--addr",
+        "0.0.0.0:5050",
+    ] {
         assert!(args.contains(&flag), "serve args {args:?} lack {flag}");
     }
     let warm = containers.iter().find(|c| c["name"] == "warm").unwrap();
@@ -306,16 +313,9 @@ fn the_warm_container_loads_the_lockfile_into_containerd_with_blobs_from_a_peer(
         &[],
     );
     assert_ok(&locked, "stowage lock");
-    // Another node, which holds the image already: a serve pulling through from the
-    // registry, as the DaemonSet's.
-    // TODO(#20): start it with an empty store once serve --upstream fetches a blob a
-    // peer asks for (PEER_REQUEST_HEADER) without a manifest served first; today it
-    // answers 404 and the asking node goes upstream itself.
+    // Another node, with an empty store: a serve pulling through from the registry,
+    // as the DaemonSet's, which fetches what a peer asks for from upstream.
     let peer_store = env.dir.path().join("peer-store");
-    assert_ok(
-        &stowage(&peer_store, &["pull", &reference], &[]),
-        "the peer's pull",
-    );
     let upstream = format!("http://{}", env.proxy.addr());
     let peer = Served::start_with(
         &peer_store,
@@ -369,19 +369,32 @@ fn the_warm_container_loads_the_lockfile_into_containerd_with_blobs_from_a_peer(
         "{}",
         text(&ran.stdout)
     );
-    // Every blob came from the peer: upstream served manifests only.
-    let blobs = env.proxy.blob_gets();
-    assert!(
-        blobs.is_empty(),
-        "upstream served blobs to the node: {blobs:?}"
-    );
-    assert!(
-        env.proxy
-            .log()
-            .iter()
-            .any(|r| r.path.contains("/manifests/")),
-        "the node's warm never asked upstream for its manifest"
-    );
+    // Each blob came from upstream once, and the peer holds them: it fetched them
+    // for the node, which had them from it and not from upstream.
+    let mut blobs: Vec<String> = env.proxy.blob_gets().into_iter().map(|r| r.path).collect();
+    blobs.sort();
+    let fetched = blobs.len();
+    blobs.dedup();
+    assert_eq!((fetched, blobs.len()), (3, 3), "{blobs:?}");
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(
+            env.store()
+                .join("blobs/sha256")
+                .join(image.manifest.digest().digest()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let hex = layer["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:");
+        assert!(
+            peer_store.join("blobs/sha256").join(hex).exists(),
+            "the peer never fetched layer {hex}"
+        );
+    }
 }
 
 /// `$(NAME)` in a container's args as kubelet expands them from `values`.
@@ -417,6 +430,7 @@ fn the_serve_container_serves_and_containerd_pulls_through_it() {
     let values = [
         ("UPSTREAM", upstream.as_str()),
         ("POD_NAMESPACE", "stowage"),
+        ("NODE_IP", "127.0.0.9"),
         ("CLUSTER_DOMAIN", config["CLUSTER_DOMAIN"].as_str().unwrap()),
         ("MAX_SIZE", config["MAX_SIZE"].as_str().unwrap()),
     ];
