@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Factored-image benchmark (issue 9): time and bytes to get 10 images that share 80%
 # of their conda packages onto an empty node, as factored images (base + one layer per
-# package + conda-meta, built by `stowage factor`) against the same files as ordinary
+# shared package + one of the image's own packages + conda-meta, built together by
+# `stowage factor-set`) against the same files as ordinary
 # single-layer images pulled with `podman pull`.
 #
 #   bash benches/factored.sh        (make bench runs it after run.sh and mirror.sh)
@@ -129,19 +130,18 @@ log "registry on $REGISTRY (storage in $REG_DATA)"
 build_images() {
   local build=$RUN/build st=(--store "$RUN/build") img i pid pids
   "$STOWAGE_BIN" "${st[@]}" -q import "$RUN/base" >/dev/null
-  factor_one() { # factor_one IMAGE: base + its packages, one layer each (zstd, the default)
-    local img=$1 pkgs
-    read -ra pkgs < <(awk -F'\t' -v i="$img" '$1 == i {$1 = ""; print}' "$PKGS/images.tsv")
-    "$STOWAGE_BIN" "${st[@]}" --json factor --base base "$img" "${pkgs[@]}" > "$LOGS/factor-$img.json" ||
-      die "stowage factor $img failed (see $LOGS/factor-$img.json)"
-  }
-  # The first image writes the shared layers; the others then go two at a time (2 cores).
-  factor_one "${IMAGE_NAMES[0]}"
-  for ((i = 1; i < ${#IMAGE_NAMES[@]}; i += 2)); do
-    pids=()
-    for img in "${IMAGE_NAMES[@]:$i:2}"; do factor_one "$img" & pids+=($!); done
-    for pid in "${pids[@]}"; do wait "$pid" || die "stowage factor failed (see $LOGS/factor-*.json)"; done
-  done
+  # One set file for the 10, as a tool that builds several environments would write
+  # it: each package shared by two or more images keeps its own layer (in install
+  # order, one chain from the bottom), and each image's own packages share one layer.
+  python3 - "$PKGS/images.tsv" > "$RUN/set.toml" <<'PY'
+import json, sys
+print('base = "base"')
+for line in open(sys.argv[1]):
+    name, *pkgs = line.rstrip("\n").split("\t")
+    print(f"[[image]]\nname = {json.dumps(name)}\npackages = {json.dumps(pkgs)}")
+PY
+  "$STOWAGE_BIN" "${st[@]}" --json factor-set "$RUN/set.toml" > "$LOGS/factor-set.json" ||
+    die "stowage factor-set failed (see $LOGS/factor-set.json)"
   for img in "${IMAGE_NAMES[@]}"; do
     "$STOWAGE_BIN" "${st[@]}" -q copy "$img" "$REGISTRY/factored/$img:1" >&2
   done

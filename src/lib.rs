@@ -115,6 +115,7 @@ pub use crate::factored::install::{
 pub use crate::factored::layer_tar::LayerCompression;
 pub use crate::factored::noarch::PythonVersion;
 pub use crate::factored::package::{CondaPackage, PackageError};
+pub use crate::factored::set::{factor_set, read_factor_set, SetError, SetImage};
 
 // Moving images: export/import archives, copy/mirror to registries, serve the store.
 pub use crate::mirror::archive::ExportedReferrer;

@@ -1,9 +1,14 @@
 //! `factor`: build a factored image from a base image and conda packages. The base's
 //! layers come first, then one layer per package in conda's install order (every
 //! package after those it depends on, each level by name: see
-//! [`super::install_order`]), then one small layer of `conda-meta/*.json` records. Docker's overlay2 refuses more
-//! than 127 layers: past `max_layers`, the packages the store's images share least are
-//! merged into one layer, and the image still runs.
+//! [`super::install_order`]), then one small layer of `conda-meta/*.json` records.
+//! Built as one of a set ([`super::set`], which counts each package's `users`), a
+//! level's packages more of the set's images use go first, and the packages only
+//! this image uses go on top of the shared ones, merged into one layer when there are
+//! two or more: a runtime pays per layer it commits, and a layer only one image holds
+//! saves nothing. Docker's
+//! overlay2 refuses more than 127 layers: past `max_layers`, the packages the store's
+//! images share least are merged into that layer too, and the image still runs.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -32,6 +37,10 @@ pub struct FactorOptions {
     /// A stored image to build on (its layers first, its run configuration kept).
     pub base: Option<String>,
     pub packages: Vec<PathBuf>,
+    /// How many images of a set use each of `packages` (empty for an image built
+    /// alone). Within an install-order level, packages more images use go first; those
+    /// only this image uses (1) go on top, merged into one layer if two or more.
+    pub users: HashMap<PathBuf, usize>,
     pub layer: LayerOptions,
     pub max_layers: usize,
     pub entrypoint: Option<Vec<String>>,
@@ -105,12 +114,24 @@ pub fn factor_with(
     });
     let built: Vec<(CondaPackage, PackageLayer)> =
         from_files.chain(from_store).collect::<Result<_, _>>()?;
+    // Packages opened from elsewhere count as used by no other image of a set.
+    let users: Vec<usize> = (0..built.len())
+        .map(|i| options.packages.get(i).and_then(|p| options.users.get(p)))
+        .map(|n| n.copied().unwrap_or(0))
+        .collect();
     let metadata: Vec<&PackageMetadata> = built.iter().map(|(p, _)| p.metadata()).collect();
-    let order = install_order(&metadata);
+    let order = install_order(&metadata, &users);
+    // The image's own packages go on top of the shared ones, still in install order.
+    let (shared, own): (Vec<usize>, Vec<usize>) = order.into_iter().partition(|&i| users[i] != 1);
+    let own_labels: Vec<String> = match own.len() {
+        0 | 1 => Vec::new(),
+        _ => own.iter().map(|&i| built[i].1.label.clone()).collect(),
+    };
     let mut slots: Vec<Option<PackageLayer>> =
         built.into_iter().map(|(_, layer)| Some(layer)).collect();
-    let installed: Vec<PackageLayer> = order
+    let installed: Vec<PackageLayer> = shared
         .into_iter()
+        .chain(own)
         .map(|i| {
             slots[i]
                 .take()
@@ -135,7 +156,7 @@ pub fn factor_with(
             max: options.max_layers,
         });
     }
-    let grouped = least_shared(store, &installed, budget)?;
+    let grouped = grouped_labels(store, &installed, own_labels, budget)?;
     for layer in installed.iter().filter(|l| !grouped.contains(&l.label)) {
         layers.push(AssembleLayer {
             descriptor: layer.descriptor(),
@@ -202,17 +223,35 @@ fn prepend(env: &mut Vec<String>, var: &str, dir: &str, default: Option<&str>) {
     }
 }
 
-/// The labels of the packages to merge so the image fits in `budget` package layers:
-/// those the store's images use least (ties by label), none when everything fits.
-fn least_shared(
+/// The labels of the packages to merge into one layer: the image's `own`, then as
+/// many of the rest as the image needs to fit in `budget` package layers, those the
+/// store's images use least (ties by label).
+fn grouped_labels(
     store: &Store,
     installed: &[PackageLayer],
+    mut own: Vec<String>,
     budget: usize,
 ) -> Result<Vec<String>, StoreError> {
-    if installed.len() <= budget {
-        return Ok(Vec::new());
+    let rest: Vec<&PackageLayer> = installed
+        .iter()
+        .filter(|l| !own.contains(&l.label))
+        .collect();
+    // The merged layer takes one of the budget's places once it exists.
+    let room = budget - usize::from(!own.is_empty());
+    if rest.len() > room {
+        let merge = rest.len() - room + usize::from(own.is_empty());
+        own.extend(least_shared(store, rest, merge)?);
     }
-    let merge = installed.len() - budget + 1;
+    Ok(own)
+}
+
+/// The labels of the `merge` packages of `candidates` the store's images use least
+/// (ties by label).
+fn least_shared(
+    store: &Store,
+    candidates: Vec<&PackageLayer>,
+    merge: usize,
+) -> Result<Vec<String>, StoreError> {
     let mut uses: HashMap<Digest, usize> = HashMap::new();
     for stored in store.refs()? {
         let Ok(bytes) = store.read_blob(stored.descriptor.digest(), MANIFEST_LIMIT) else {
@@ -224,7 +263,7 @@ fn least_shared(
             }
         }
     }
-    let mut ranked: Vec<&PackageLayer> = installed.iter().collect();
+    let mut ranked = candidates;
     ranked.sort_by_key(|l| (uses.get(&l.digest).copied().unwrap_or(0), l.label.clone()));
     Ok(ranked
         .into_iter()

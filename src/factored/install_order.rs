@@ -13,15 +13,19 @@
 //! virtual). As conda does: `python` never waits for `pip` (the two name each other in
 //! some builds), a `noarch: python` package always comes after `python`, and a cycle
 //! is broken by installing the package with the fewest dependencies left first.
-//! Ties are broken by (name, version, build), so the same package set gives the same
-//! order, and the same manifest, in every store.
+//! Within a level, packages more images of a set use come first (a factor set counts
+//! them; an image built alone has every count 0), so images that share only some of a
+//! level's packages still share the chain up to them. Ties are broken by (name,
+//! version, build), so the same package set gives the same order, and the same
+//! manifest, in every store.
 
 use std::collections::{BTreeSet, HashMap};
 
 use super::metadata::{Noarch, PackageMetadata};
 
-/// The indexes of `packages` in install order.
-pub(crate) fn install_order(packages: &[&PackageMetadata]) -> Vec<usize> {
+/// The indexes of `packages` in install order; `users[i]` is how many images of a set
+/// use package `i` (more first within a level).
+pub(crate) fn install_order(packages: &[&PackageMetadata], users: &[usize]) -> Vec<usize> {
     let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, package) in packages.iter().enumerate() {
         by_name.entry(package.name.as_str()).or_default().push(i);
@@ -47,7 +51,14 @@ pub(crate) fn install_order(packages: &[&PackageMetadata]) -> Vec<usize> {
         .collect();
     let key = |i: usize| {
         let p = packages[i];
-        (p.name.as_str(), p.version.as_str(), p.build.as_str(), i)
+        let users = users.get(i).copied().unwrap_or(0);
+        (
+            std::cmp::Reverse(users),
+            p.name.as_str(),
+            p.version.as_str(),
+            p.build.as_str(),
+            i,
+        )
     };
     let mut left: BTreeSet<usize> = (0..packages.len()).collect();
     let mut order = Vec::with_capacity(packages.len());
@@ -105,7 +116,7 @@ mod tests {
 
     fn names(packages: &[PackageMetadata]) -> Vec<&str> {
         let refs: Vec<&PackageMetadata> = packages.iter().collect();
-        install_order(&refs)
+        install_order(&refs, &[])
             .into_iter()
             .map(|i| packages[i].name.as_str())
             .collect()
@@ -164,5 +175,21 @@ mod tests {
             package("c", &["a"]),
         ];
         assert_eq!(names(&packages), ["x", "a", "b", "c"]);
+    }
+
+    #[test]
+    fn within_a_level_packages_more_images_use_come_first() {
+        let packages = [
+            package("zlib", &[]),
+            package("b1", &["zlib"]),
+            package("both", &["zlib"]),
+            package("all", &["zlib"]),
+        ];
+        let refs: Vec<&PackageMetadata> = packages.iter().collect();
+        let order: Vec<&str> = install_order(&refs, &[3, 1, 2, 3])
+            .into_iter()
+            .map(|i| packages[i].name.as_str())
+            .collect();
+        assert_eq!(order, ["zlib", "all", "both", "b1"]);
     }
 }

@@ -16,6 +16,7 @@ mod package_layer;
 mod package_path;
 pub mod placeholder;
 mod record;
+pub mod set;
 mod staging;
 
 use std::io;

@@ -1,6 +1,6 @@
 //! The arguments several commands share, and their conversion into library
 //! configuration: registry flags become a `ClientConfig` (and a `Client`), blob flags
-//! become `BlobOptions`. Command modules import shared flags only from here.
+//! become `BlobOptions`, package layer flags become `FactorOptions`. Command modules import shared flags only from here.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -10,7 +10,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use stowage::{
-    BlobOptions, Client, ClientConfig, Credentials, LowSpeed, ReferrerFilter, RetryPolicy, Secret,
+    BlobOptions, Client, ClientConfig, Credentials, FactorOptions, LayerCompression, LayerOptions,
+    LowSpeed, Prefix, ReferrerFilter, RetryPolicy, Secret,
 };
 
 /// How to reach registries; shared by every command that talks to one.
@@ -221,6 +222,51 @@ impl BlobArgs {
             ranges_per_blob: self.ranges_per_blob,
             ..BlobOptions::default()
         }
+    }
+}
+
+/// How conda packages become layers; shared by `factor` and `factor-set`.
+#[derive(Debug, Args)]
+pub struct PackageLayerArgs {
+    /// The environment prefix the packages are installed under.
+    #[arg(long, default_value = stowage::DEFAULT_PREFIX)]
+    prefix: String,
+    /// The environment's Python (X.Y), for noarch: python packages.
+    #[arg(long)]
+    python: Option<String>,
+    /// tar+gzip layers instead of tar+zstd (for engines that cannot read zstd).
+    #[arg(long)]
+    gzip: bool,
+    /// Past this many layers, the least shared packages share one layer.
+    #[arg(long, default_value_t = stowage::DEFAULT_MAX_LAYERS)]
+    max_layers: usize,
+}
+
+impl PackageLayerArgs {
+    /// Factor options with these layer settings and nothing else.
+    pub fn options(&self) -> anyhow::Result<FactorOptions> {
+        let layer = LayerOptions {
+            prefix: Prefix::new(&self.prefix)?,
+            python: self
+                .python
+                .as_deref()
+                .map(|v| v.parse().map_err(|e| anyhow::anyhow!("--python {v}: {e}")))
+                .transpose()?,
+            compression: if self.gzip {
+                LayerCompression::Gzip
+            } else {
+                LayerCompression::Zstd
+            },
+        };
+        Ok(FactorOptions {
+            base: None,
+            packages: Vec::new(),
+            users: Default::default(),
+            layer,
+            max_layers: self.max_layers,
+            entrypoint: None,
+            cmd: None,
+        })
     }
 }
 

@@ -15,7 +15,7 @@ use stowage::{
     EnsureReport, PackageSource, PullOptions, Reference, RunConfig,
 };
 
-use super::args::{BlobArgs, RegistryArgs};
+use super::args::{BlobArgs, PackageLayerArgs, RegistryArgs};
 use super::progress_for;
 use super::Output;
 use tokio::runtime::Runtime;
@@ -201,18 +201,8 @@ pub struct FactorArgs {
     /// A stored image to build on: its layers first, its run configuration kept.
     #[arg(long)]
     base: Option<String>,
-    /// The environment prefix the packages are installed under.
-    #[arg(long, default_value = stowage::DEFAULT_PREFIX)]
-    prefix: String,
-    /// The environment's Python (X.Y), for noarch: python packages.
-    #[arg(long)]
-    python: Option<String>,
-    /// tar+gzip layers instead of tar+zstd (for engines that cannot read zstd).
-    #[arg(long)]
-    gzip: bool,
-    /// Past this many layers, the least shared packages share one layer.
-    #[arg(long, default_value_t = stowage::DEFAULT_MAX_LAYERS)]
-    max_layers: usize,
+    #[command(flatten)]
+    layers: PackageLayerArgs,
     /// The entrypoint, as a JSON array or one word.
     #[arg(long)]
     entrypoint: Option<String>,
@@ -231,21 +221,6 @@ pub fn factor(
     args: &FactorArgs,
     out: &Output,
 ) -> anyhow::Result<ExitCode> {
-    use stowage::LayerCompression;
-    use stowage::{LayerOptions, Prefix};
-    let layer = LayerOptions {
-        prefix: Prefix::new(&args.prefix)?,
-        python: args
-            .python
-            .as_deref()
-            .map(|v| v.parse().map_err(|e| anyhow::anyhow!("--python {v}: {e}")))
-            .transpose()?,
-        compression: if args.gzip {
-            LayerCompression::Gzip
-        } else {
-            LayerCompression::Zstd
-        },
-    };
     let mut files = Vec::new();
     let mut artifacts = Vec::new();
     for arg in &args.packages {
@@ -257,10 +232,9 @@ pub fn factor(
     let options = stowage::FactorOptions {
         base: args.base.clone(),
         packages: files,
-        layer,
-        max_layers: args.max_layers,
         entrypoint: args.entrypoint.as_deref().map(words),
         cmd: args.cmd.as_deref().map(words),
+        ..args.layers.options()?
     };
     // The package blobs fetched are referenced by no ref: keep gc off them until the
     // image is recorded.

@@ -5,6 +5,7 @@ mod archive;
 mod args;
 mod blobs;
 mod copy;
+mod factor_set;
 mod factored;
 mod lockfile;
 mod maintain;
@@ -75,6 +76,9 @@ enum Command {
     Assemble(factored::AssembleArgs),
     /// Build a factored image: a base image plus one layer per conda package.
     Factor(factored::FactorArgs),
+    /// Build the factored images of a set file together: packages only one image
+    /// uses share one layer of that image's.
+    FactorSet(factor_set::FactorSetArgs),
     /// Add a blob from a file or stdin, checked against its expected digest and size.
     Ingest(blobs::IngestArgs),
     /// Re-hash stored blobs, quarantine corrupt ones, and report what refs lack.
@@ -198,6 +202,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::EnsureLayers(args) => factored::ensure(tokio, &store, args, &out),
         Command::Assemble(args) => factored::assemble(&store, args, &out),
         Command::Factor(args) => factored::factor(tokio, &store, args, &out),
+        Command::FactorSet(args) => factor_set::factor_set(&store, args, &out),
         Command::Mirror(args) => copy::mirror(tokio, &store, args, &out),
         Command::Ingest(args) => blobs::ingest(&store, args, &out),
         Command::Verify(args) => maintain::verify(&store, args, &out),

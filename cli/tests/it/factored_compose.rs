@@ -271,3 +271,168 @@ fn past_the_layer_cap_the_least_shared_packages_share_one_layer() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_set_merges_the_packages_only_one_image_uses_into_one_layer_of_its_own() {
+    let env = Env::new();
+    busybox_base(&env.store(), "base");
+    let pkgs = env.dir.path().join("pkgs");
+    std::fs::create_dir_all(&pkgs).unwrap();
+    let package = |name: &str, depends: &[&str]| {
+        let mut spec = Spec::new(name, "1.0", "h0_0").file(
+            &format!("share/{name}/data"),
+            format!("{name}\n"),
+            0o644,
+        );
+        spec.depends = depends.iter().map(|d| d.to_string()).collect();
+        spec.write(&pkgs, Format::TarBz2);
+    };
+    package("zlib", &[]);
+    package("py", &["zlib"]);
+    package("both", &["py"]); // a and b
+    for own in ["a1", "a2", "b1", "c1", "c2", "c3"] {
+        package(own, &["py"]);
+    }
+    let set = |file: &str, images: &[(&str, &[&str])]| {
+        let mut text = String::from("base = \"base\"\n");
+        for (name, names) in images {
+            let files: Vec<String> = names
+                .iter()
+                .map(|n| format!("\"pkgs/{n}-1.0-h0_0.tar.bz2\""))
+                .collect();
+            text += &format!(
+                "[[image]]\nname = \"{name}\"\npackages = [{}]\n",
+                files.join(", ")
+            );
+        }
+        let path = env.dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let first = set(
+        "set.toml",
+        &[
+            ("set/a:1", &["a2", "both", "zlib", "a1", "py"]),
+            ("set/b:1", &["zlib", "py", "both", "b1"]),
+            ("set/c:1", &["c3", "c1", "zlib", "c2", "py"]),
+        ],
+    );
+    let made = env.json(&["factor-set", &first]);
+    let reports = made["images"].as_array().unwrap();
+    let grouped = |i: usize| -> Vec<&str> {
+        let mut names: Vec<&str> = reports[i]["grouped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_str().unwrap().split('-').next().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(grouped(0), ["a1", "a2"], "{made}");
+    assert!(
+        grouped(1).is_empty(),
+        "b's one own package keeps its layer: {made}"
+    );
+    assert_eq!(grouped(2), ["c1", "c2", "c3"], "{made}");
+    // base, the shared chain in install order, the image's own layer, conda-meta.
+    assert_eq!(package_order(&env, "set/a:1"), ["zlib", "py", "both"]);
+    assert_eq!(package_order(&env, "set/b:1"), ["zlib", "py", "both", "b1"]);
+    assert_eq!(package_order(&env, "set/c:1"), ["zlib", "py"]);
+    let layers: Vec<Vec<String>> = ["set/a:1", "set/b:1", "set/c:1"]
+        .iter()
+        .map(|name| layer_digests(&env, name))
+        .collect();
+    assert_eq!(
+        layers.iter().map(Vec::len).collect::<Vec<_>>(),
+        [6, 6, 5],
+        "{layers:?}"
+    );
+    assert_eq!(layers[0][..4], layers[1][..4]);
+    assert_eq!(layers[0][..3], layers[2][..3]);
+
+    // The same set, its images and packages listed in another order, in another
+    // store, gives the same manifests.
+    let other = Env::new();
+    busybox_base(&other.store(), "base");
+    std::fs::create_dir_all(other.dir.path().join("pkgs")).unwrap();
+    for entry in std::fs::read_dir(&pkgs).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(
+            entry.path(),
+            other.dir.path().join("pkgs").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    let again = {
+        let text = std::fs::read_to_string(set(
+            "set-again.toml",
+            &[
+                ("set/c:1", &["c1", "c2", "c3", "py", "zlib"]),
+                ("set/b:1", &["b1", "both", "py", "zlib"]),
+                ("set/a:1", &["a1", "a2", "both", "py", "zlib"]),
+            ],
+        ))
+        .unwrap();
+        let path = other.dir.path().join("set.toml");
+        std::fs::write(&path, text).unwrap();
+        other.json(&["factor-set", &path.display().to_string()])
+    };
+    let digest_of = |reports: &Value, name: &str| {
+        reports["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["manifest_digest"].clone())
+            .unwrap()
+    };
+    for name in ["set/a:1", "set/b:1", "set/c:1"] {
+        assert_eq!(digest_of(&made, name), digest_of(&again, name), "{name}");
+    }
+    assert!(env.stowage(&["verify"]).status.success());
+
+    // The merged layer holds every own package's files, and the image runs.
+    let podman = Podman::new(env.dir.path());
+    let (var, value) = podman.env();
+    let stdout = tools::stowage_ok(
+        &env.store(),
+        &[
+            "run",
+            "set/c:1",
+            "--into",
+            "podman",
+            "--",
+            "cat",
+            "/opt/conda/share/c1/data",
+            "/opt/conda/share/c3/data",
+            "/opt/conda/share/zlib/data",
+        ],
+        &[(var, &value)],
+    );
+    assert_eq!(stdout, "c1\nc3\nzlib\n");
+
+    // A set file that names a package that is not there, or an image twice, is
+    // refused naming it, and records nothing.
+    let refs_before = env.stowage(&["ls"]).stdout;
+    let missing = set("missing.toml", &[("set/d:1", &["zlib", "nothere"])]);
+    let output = env.stowage(&["factor-set", &missing]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("nothere-1.0-h0_0.tar.bz2"),
+        "{}",
+        stderr(&output)
+    );
+    let twice = set(
+        "twice.toml",
+        &[("set/d:1", &["zlib"]), ("set/d:1", &["py"])],
+    );
+    let output = env.stowage(&["factor-set", &twice]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("\"set/d:1\" is named twice"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(env.stowage(&["ls"]).stdout, refs_before);
+}
