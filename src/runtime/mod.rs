@@ -2,7 +2,8 @@
 //!
 //! A [`ContainerRuntime`] drives a runtime's own command line (`podman`, `docker`)
 //! as child processes: it loads a stored image by streaming an archive of it into
-//! `load` on stdin (see [`archive`]), checks the runtime then reports the expected
+//! `load` on stdin (see [`archive`]), or for a local podman by having it pull from a
+//! layout of links into the store (see [`layout_view`]), checks the runtime then reports the expected
 //! image ID (the config digest), answers whether it already holds an image, and runs
 //! one. A runtime that is missing or not running is one clear [`RuntimeError`].
 //!
@@ -15,6 +16,7 @@ mod containerd;
 mod docker;
 pub mod docker_archive;
 mod image;
+mod layout_view;
 mod naming;
 mod podman;
 mod process;
@@ -79,6 +81,16 @@ pub enum RuntimeError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Archive(#[from] LoadArchiveError),
+    #[error("laying out {name} for {runtime} under {}: {source}", dir.display())]
+    View {
+        runtime: String,
+        name: String,
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// A runtime that answered its health check.

@@ -1,7 +1,12 @@
-//! podman, driven through its command line. `podman load` reads an oci-archive on
-//! stdin, zstd layers as they are, and names the image after the index's
-//! `org.opencontainers.image.ref.name` annotation; its image ID is the config
-//! digest's hex.
+//! podman, driven through its command line. A local podman loads an image with
+//! `podman pull oci:VIEW:image` from a [`LayoutView`] of links into the store, so it
+//! reads only the blobs it lacks; podman names such an image after the view's path,
+//! so it is then tagged with its own name and that one is removed. A remote podman
+//! (`--remote`, `--url`, `--connection` in `STOWAGE_PODMAN_ARGS`), or a temporary
+//! directory whose path is no repository name (upper case, say), gets an
+//! oci-archive on `podman load`'s stdin instead, zstd layers as they are; podman
+//! names that image after the index's `org.opencontainers.image.ref.name`
+//! annotation. Either way its image ID is the config digest's hex.
 //!
 //! Configuration (for [`Podman::from_env`], which the `stowage` command uses):
 //! - `STOWAGE_PODMAN_ARGS`: global options for every podman call, split on
@@ -19,6 +24,9 @@
 
 use std::time::Instant;
 
+use std::path::PathBuf;
+
+use super::layout_view::{LayoutView, VIEW_IMAGE};
 use super::process::{one_line, Cli};
 use super::{
     archive, check_loaded, parse_inspect, run_argv, ContainerRuntime, GpuRequest, LoadedImage,
@@ -139,6 +147,10 @@ impl ContainerRuntime for Podman {
         name: &str,
     ) -> Result<LoadedImage, RuntimeError> {
         let started = Instant::now();
+        if let Some(parent) = self.view_parent() {
+            self.pull_view(store, image, name, parent)?;
+            return check_loaded(self, image, name, 0, started);
+        }
         let bytes = self.cli.feed("load", &["load"], |stdin| {
             archive::write_oci_archive(store, image, name, stdin)
         })?;
@@ -176,6 +188,59 @@ impl ContainerRuntime for Podman {
 }
 
 impl Podman {
+    /// Where a [`LayoutView`] for this podman goes: the temporary directory, when
+    /// podman runs here and that path can name a repository; else `None`.
+    fn view_parent(&self) -> Option<PathBuf> {
+        let remote = self.cli.global_args.iter().any(|a| {
+            let flag = a.split('=').next().unwrap_or(a);
+            matches!(flag, "--remote" | "-r" | "--url" | "--connection" | "-c")
+        });
+        let parent = std::env::temp_dir().canonicalize().ok()?;
+        let nameable = parent.to_str().is_some_and(|p| {
+            p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"/._-".contains(&b))
+                && !p.contains("/.")
+        });
+        (!remote && nameable).then_some(parent)
+    }
+
+    /// `podman pull` from a view of the image, then its own name on it and the
+    /// view's name off it.
+    fn pull_view(
+        &self,
+        store: &Store,
+        image: &StoredImage,
+        name: &str,
+        parent: PathBuf,
+    ) -> Result<(), RuntimeError> {
+        let _lease = store.lease()?;
+        let view =
+            LayoutView::write(store, image, &parent).map_err(|source| RuntimeError::View {
+                runtime: "podman".into(),
+                name: name.to_string(),
+                dir: parent,
+                source,
+            })?;
+        let source = format!("oci:{}:{VIEW_IMAGE}", view.path().display());
+        let pulled = self.cli.capture(&["pull", "-q", &source])?;
+        if !pulled.success {
+            return Err(self.cli.failed("pull", &pulled.stderr));
+        }
+        let id = pulled.stdout.trim();
+        let tagged = self.cli.capture(&["tag", id, name])?;
+        // The view's name goes whether or not the tag took.
+        let view_name = format!("localhost{}:latest", view.path().display());
+        let untagged = self.cli.capture(&["untag", id, &view_name])?;
+        if !tagged.success {
+            return Err(self.cli.failed("tag", &tagged.stderr));
+        }
+        if !untagged.success {
+            tracing::warn!(image = id, name = view_name, stderr = %one_line(&untagged.stderr),
+                "podman kept the name it gave the pulled layout");
+        }
+        Ok(())
+    }
+
     /// The words after podman's global options that run `spec`: the OCI runtime,
     /// `run`, the configured run options, then the spec's own ([`run_argv`]).
     pub fn run_command(&self, spec: &RunSpec) -> Vec<String> {

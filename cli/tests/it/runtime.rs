@@ -16,7 +16,7 @@ use crate::support::pulling::{noise, Env, BIN};
 use images::{layer_digests, nonce, push_and_pull, put_runnable_image, runnable, Runnable};
 use tools::{
     assert_ok, docker_available, docker_id, json_of, stowage, text, vm_hwm_kib, DockerImages,
-    Podman, PODMAN_RUN,
+    NameableTmp, Podman, PODMAN_RUN,
 };
 
 #[test]
@@ -32,11 +32,12 @@ fn podman_loads_a_pulled_image_and_runs_it() {
     let podman = Podman::new(env.dir.path());
     let (key, value) = podman.env();
     let vars = [(key, value.as_str())];
+    let tmp = NameableTmp::new();
 
     let loaded = stowage(
         &env.store(),
         &["--json", "load", &reference, "--into", "podman"],
-        &vars,
+        &[vars[0], ("TMPDIR", tmp.0.to_str().unwrap())],
     );
     assert_ok(&loaded, "stowage load --into podman");
     let report = json_of(&loaded);
@@ -47,6 +48,14 @@ fn podman_loads_a_pulled_image_and_runs_it() {
         podman.id(&reference).as_deref(),
         Some(image.config.digest().digest())
     );
+    // podman pulled it from a layout of links into the store (made in the temporary
+    // directory, a path that can name a repository), streaming nothing,
+    // and the name podman gave that layout is gone with the layout.
+    assert_eq!(report["bytes"], 0, "{report}");
+    let names = podman.output(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(text(&names.stdout).trim(), reference, "podman's names");
+    let left: Vec<_> = std::fs::read_dir(&tmp.0).unwrap().collect();
+    assert!(left.is_empty(), "the layout was left behind: {left:?}");
 
     let mut run = PODMAN_RUN.to_vec();
     run.push(&reference);
@@ -261,6 +270,30 @@ fn a_corrupt_layer_is_refused_and_nothing_is_loaded() {
 
     let podman = Podman::new(env.dir.path());
     let (key, value) = podman.env();
+    // Before podman is given a layout of links into the store, each blob is
+    // re-hashed: the corrupt one is refused, named, and no layout is left.
+    let view_tmp = NameableTmp::new();
+    let loaded = stowage(
+        &env.store(),
+        &["load", &reference, "--into", "podman"],
+        &[
+            (key, value.as_str()),
+            ("TMPDIR", view_tmp.0.to_str().unwrap()),
+        ],
+    );
+    assert!(!loaded.status.success(), "a corrupt layer was loaded");
+    let stderr = text(&loaded.stderr);
+    let corrupt = layer_digests(&env.store(), &reference).pop().unwrap();
+    assert!(
+        stderr.contains(&format!("stored blob sha256:{corrupt} is corrupt")),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert_eq!(podman.id(&reference), None, "podman kept a corrupt image");
+    let left: Vec<_> = std::fs::read_dir(&view_tmp.0).unwrap().collect();
+    assert!(left.is_empty(), "the layout was left behind: {left:?}");
+    // Streamed as an archive (a temporary directory whose path names no repository),
+    // stowage re-hashes each blob on the way and stops at the corrupt one.
     // podman spools its stdin under TMPDIR: a load stopped the right way (podman
     // fails on its own) leaves nothing there, a killed podman would.
     let tmp = env.dir.path().join("tmp");
