@@ -99,10 +99,8 @@ impl Store {
         drop(index);
         // The index blob itself stays too when stored (pull keeps it so the index's
         // signature can stand for the platform later); its other platforms do not.
-        live.extend(named_indexes.iter().filter(|d| self.has(d)).cloned());
-        let kept = |subject: &Digest, live: &HashSet<Digest>| {
-            live.contains(subject) || named_indexes.contains(subject)
-        };
+        // (Live, stored or not: the sweep below only visits stored blobs.)
+        live.extend(named_indexes);
         let mut report = GcReport::default();
         // A referrer lives while its subject does (and a referrer's referrers while it
         // does): grow the live set until no kept subject adds anything.
@@ -111,7 +109,7 @@ impl Store {
         loop {
             let mut more = Vec::new();
             for subject in &subjects {
-                if kept(subject, &live) && expanded.insert(subject.clone()) {
+                if live.contains(subject) && expanded.insert(subject.clone()) {
                     for referrer in self.referrers(subject)? {
                         more.push((format!("referrer of {subject}"), referrer));
                     }
@@ -122,7 +120,7 @@ impl Store {
             }
             live.extend(live_digests(self, more)?);
         }
-        for subject in subjects.iter().filter(|s| !kept(s, &live)) {
+        for subject in subjects.iter().filter(|s| !live.contains(*s)) {
             if !dry_run {
                 self.remove_referrers_record(subject)?;
             }

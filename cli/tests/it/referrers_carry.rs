@@ -16,7 +16,9 @@ use stowage::{CosignTag, ANNOTATION_REFERRER_SUBJECT};
 use stowage_store::{Descriptor, Digest, Store, REF_NAME_ANNOTATION};
 
 use crate::support::archive_check::{dir_blobs, fails, listed, ok, path_str};
-use crate::support::cosign::{sbom, signature, simple_signing_payload, Artifact, CosignKey};
+use crate::support::cosign::{
+    put_signed_referrers, signature, simple_signing_payload, Artifact, CosignKey, SignedReferrers,
+};
 use crate::support::fixtures::{tagged_image, Image};
 use crate::support::serving::{curl, Served};
 
@@ -41,15 +43,12 @@ impl Signed {
         let path = dir.path().join("signed");
         let store = Store::open(&path).unwrap();
         let image = tagged_image(&store, NAME, "amd64");
-        let digest = image.descriptor.digest().clone();
         let key = CosignKey::from_seed("referrers-carry");
-        let payload = simple_signing_payload(&digest, "registry.test/tools/app");
-        let tag_signature = signature(&key, &payload, None);
-        tag_signature.put(&store, &digest, Some(CosignTag::Signature));
-        let oci_signature = signature(&key, &payload, Some(&image.descriptor));
-        oci_signature.put(&store, &digest, None);
-        let sbom = sbom(&image.descriptor, "app");
-        sbom.put(&store, &digest, None);
+        let SignedReferrers {
+            tag_signature,
+            oci_signature,
+            sbom,
+        } = put_signed_referrers(&store, &image.descriptor, &key, "registry.test/tools/app");
         let sbom_payload = simple_signing_payload(&sbom.digest, "registry.test/tools/app");
         let sbom_signature = signature(&key, &sbom_payload, Some(&sbom.descriptor()));
         sbom_signature.put(&store, &sbom.digest, None);

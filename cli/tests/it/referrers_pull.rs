@@ -14,7 +14,10 @@ use stowage::{fallback_tag, CosignTag, ANNOTATION_COSIGN_TAG, ARTIFACT_COSIGN_SI
 use stowage_faultproxy::{Faults, Proxy};
 use stowage_store::{Digest, Store};
 
-use crate::support::cosign::{sbom, signature, simple_signing_payload, Artifact, CosignKey};
+use crate::support::cosign::{
+    put_signed_referrers, sbom, signature, simple_signing_payload, Artifact, CosignKey,
+    SignedReferrers,
+};
 use crate::support::fixtures::{
     put_image, put_layer, sample_tree, sha256_digest, tagged_image, two_platform_index, Compression,
 };
@@ -475,13 +478,11 @@ fn pull_referrers_through_the_referrers_api_of_stowage_serve() {
     let image = tagged_image(&store, "registry.test/tools/app:1", "amd64");
     let digest = image.descriptor.digest().clone();
     let key = CosignKey::from_seed("referrers-api");
-    let payload = simple_signing_payload(&digest, "registry.test/tools/app");
-    let tag_signature = signature(&key, &payload, None);
-    tag_signature.put(&store, &digest, Some(CosignTag::Signature));
-    let oci_signature = signature(&key, &payload, Some(&image.descriptor));
-    oci_signature.put(&store, &digest, None);
-    let sbom = sbom(&image.descriptor, "app");
-    sbom.put(&store, &digest, None);
+    let SignedReferrers {
+        tag_signature,
+        oci_signature,
+        sbom,
+    } = put_signed_referrers(&store, &image.descriptor, &key, "registry.test/tools/app");
     let served = Served::start(&source);
     let proxy = Proxy::start(&served.addr, Faults::default());
     let reference = format!("{}/tools/app:1", proxy.addr());

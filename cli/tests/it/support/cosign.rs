@@ -214,3 +214,33 @@ fn subject_json(subject: &Descriptor) -> Value {
         "digest": subject.digest().to_string(),
     })
 }
+
+/// A tag-schema signature, an OCI 1.1 signature and an SBOM of one image, in a store.
+pub struct SignedReferrers {
+    pub tag_signature: Artifact,
+    pub oci_signature: Artifact,
+    pub sbom: Artifact,
+}
+
+/// Signs the image `subject` with `key` for `docker_reference` both ways cosign does,
+/// adds an SBOM of it, and puts all three in `store` with their referrers records.
+pub fn put_signed_referrers(
+    store: &Store,
+    subject: &Descriptor,
+    key: &CosignKey,
+    docker_reference: &str,
+) -> SignedReferrers {
+    let digest = subject.digest();
+    let payload = simple_signing_payload(digest, docker_reference);
+    let tag_signature = signature(key, &payload, None);
+    tag_signature.put(store, digest, Some(CosignTag::Signature));
+    let oci_signature = signature(key, &payload, Some(subject));
+    oci_signature.put(store, digest, None);
+    let sbom = sbom(subject, "app");
+    sbom.put(store, digest, None);
+    SignedReferrers {
+        tag_signature,
+        oci_signature,
+        sbom,
+    }
+}
