@@ -53,13 +53,18 @@ pub struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
-    /// The runtime, once it has answered its health check.
-    fn open(&self) -> anyhow::Result<(Box<dyn ContainerRuntime>, RuntimeInfo)> {
-        let runtime: Box<dyn ContainerRuntime> = if self.into == "containerd" {
+    /// The runtime `--into` names.
+    fn runtime(&self) -> anyhow::Result<Box<dyn ContainerRuntime>> {
+        Ok(if self.into == "containerd" {
             Box::new(Containerd::new(&self.containerd_address, &self.namespace))
         } else {
             by_name(&self.into)?
-        };
+        })
+    }
+
+    /// The runtime, once it has answered its health check.
+    fn open(&self) -> anyhow::Result<(Box<dyn ContainerRuntime>, RuntimeInfo)> {
+        let runtime = self.runtime()?;
         let info = runtime.health_check()?;
         Ok((runtime, info))
     }
@@ -78,10 +83,23 @@ pub struct LoadArgs {
 /// Streams a stored image into the runtime and checks it arrived.
 pub fn load(store: &Store, args: &LoadArgs, out: &Output) -> anyhow::Result<ExitCode> {
     policy_args::check_stored(store, &args.policy, &args.reference)?;
-    let (runtime, info) = args.runtime.open()?;
+    let runtime = args.runtime.runtime()?;
     let image = StoredImage::open(store, &args.reference)?;
     let name = runtime_name(&image.store_ref);
-    let loaded = runtime.load(store, &image, &name)?;
+    // The health check runs beside the load, not before it: `podman info` starts
+    // runc, conmon and the rest to ask their versions (0.19 s here, as long as
+    // loading an image podman mostly holds). When both fail, the health check's error
+    // says more ("docker is not running").
+    let (info, loaded) = std::thread::scope(|scope| {
+        let health = scope.spawn(|| runtime.health_check());
+        let loaded = runtime.load(store, &image, &name);
+        (
+            health.join().expect("the health check does not panic"),
+            loaded,
+        )
+    });
+    let info = info?;
+    let loaded = loaded?;
     out.line(loaded_line(&image, runtime.name(), &loaded));
     out.json(json!({
         "reference": image.store_ref,
