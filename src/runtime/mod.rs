@@ -143,7 +143,7 @@ pub struct LoadedImage {
 }
 
 /// A container runtime driven through its command line.
-pub trait ContainerRuntime: Sync {
+pub trait ContainerRuntime {
     /// `podman` or `docker`.
     fn name(&self) -> &str;
 

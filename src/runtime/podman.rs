@@ -149,7 +149,12 @@ impl ContainerRuntime for Podman {
         let started = Instant::now();
         if let Some(parent) = self.view_parent() {
             self.pull_view(store, image, name, parent)?;
-            return check_loaded(self, image, name, 0, started);
+            return Ok(LoadedImage {
+                name: name.to_string(),
+                id: image.config.digest().to_string(),
+                bytes: 0,
+                seconds: started.elapsed().as_secs_f64(),
+            });
         }
         let bytes = self.cli.feed("load", &["load"], |stdin| {
             archive::write_oci_archive(store, image, name, stdin)
@@ -205,7 +210,7 @@ impl Podman {
     }
 
     /// `podman pull` from a view of the image, then its own name on it and the
-    /// view's name off it.
+    /// view's name off it. The ID podman prints is checked, so no inspect follows.
     fn pull_view(
         &self,
         store: &Store,
@@ -224,15 +229,33 @@ impl Podman {
         let source = format!("oci:{}:{VIEW_IMAGE}", view.path().display());
         let pulled = self.cli.capture(&["pull", "-q", &source])?;
         if !pulled.success {
-            return Err(self.cli.failed("pull", &pulled.stderr));
+            return Err(match LayoutView::find_corrupt(store, image) {
+                Some(corrupt) => self.cli.failed("pull", &corrupt.to_string()),
+                None => self.cli.failed("pull", &pulled.stderr),
+            });
         }
+        // podman prints the image ID, the config digest's hex: the image is the
+        // stored one, and the tag (by ID) names it.
         let id = pulled.stdout.trim();
-        let tagged = self.cli.capture(&["tag", id, name])?;
-        // The view's name goes whether or not the tag took.
+        let expected = image.config.digest();
+        let right = id == expected.digest();
+        let tagged = right.then(|| self.cli.capture(&["tag", id, name]));
+        // The view's name goes whatever else happens.
         let view_name = format!("localhost{}:latest", view.path().display());
         let untagged = self.cli.capture(&["untag", id, &view_name])?;
-        if !tagged.success {
-            return Err(self.cli.failed("tag", &tagged.stderr));
+        match tagged.transpose()? {
+            None => {
+                return Err(RuntimeError::WrongImage {
+                    runtime: "podman".into(),
+                    name: source,
+                    expected: expected.to_string(),
+                    actual: id.to_string(),
+                })
+            }
+            Some(tagged) if !tagged.success => {
+                return Err(self.cli.failed("tag", &tagged.stderr));
+            }
+            Some(_) => {}
         }
         if !untagged.success {
             tracing::warn!(image = id, name = view_name, stderr = %one_line(&untagged.stderr),

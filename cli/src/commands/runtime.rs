@@ -84,23 +84,30 @@ pub struct LoadArgs {
 pub fn load(store: &Store, args: &LoadArgs, out: &Output) -> anyhow::Result<ExitCode> {
     policy_args::check_stored(store, &args.policy, &args.reference)?;
     let runtime = args.runtime.runtime()?;
-    let image = StoredImage::open(store, &args.reference)?;
-    let name = runtime_name(&image.store_ref);
-    // The health check runs beside the load, not before it: `podman info` starts
-    // runc, conmon and the rest to ask their versions (0.19 s here, as long as
-    // loading an image podman mostly holds). When both fail, the health check's error
-    // says more ("docker is not running").
-    let (info, loaded) = std::thread::scope(|scope| {
-        let health = scope.spawn(|| runtime.health_check());
-        let loaded = runtime.load(store, &image, &name);
-        (
-            health.join().expect("the health check does not panic"),
-            loaded,
-        )
-    });
-    let info = info?;
-    let loaded = loaded?;
+    // No health check before the load: `podman info` starts runc, conmon and the
+    // rest to ask their versions (0.19 s here, as long as loading a factored image
+    // podman mostly holds). It runs when the load failed, whose error it may explain
+    // ("docker is not running" comes before "no image named x"), and for --json,
+    // whose report carries its answer.
+    let attempt = StoredImage::open(store, &args.reference)
+        .map_err(anyhow::Error::from)
+        .and_then(|image| {
+            let name = runtime_name(&image.store_ref);
+            let loaded = runtime.load(store, &image, &name)?;
+            Ok((image, loaded))
+        });
+    let (image, loaded) = match attempt {
+        Ok(done) => done,
+        Err(error) => {
+            runtime.health_check()?;
+            return Err(error);
+        }
+    };
     out.line(loaded_line(&image, runtime.name(), &loaded));
+    if !out.wants_json() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let info = runtime.health_check()?;
     out.json(json!({
         "reference": image.store_ref,
         "runtime": info,
