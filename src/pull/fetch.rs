@@ -106,7 +106,7 @@ pub(crate) async fn fetch_all(
                     .sum::<u64>();
             tracing::info!(%digest, size, resumed, "fetching");
             progress.blob_started(&digest, size, resumed);
-            let on_bytes = |n: u64| progress.blob_bytes(&digest, n);
+            let on_bytes = |at: u64, n: u64| progress.blob_written(&digest, at, n);
             // The peers first, when there are any; the registry for what they lack.
             let fetched = match &peers {
                 None => {

@@ -20,6 +20,11 @@ pub trait ProgressReporter: Send + Sync {
     fn blob_started(&self, _digest: &Digest, _size: u64, _resumed: u64) {}
     /// More bytes of a blob arrived.
     fn blob_bytes(&self, _digest: &Digest, _bytes: u64) {}
+    /// `bytes` bytes of a blob were written from offset `at` (the ranges of a split
+    /// blob arrive out of order); by default, [`Self::blob_bytes`].
+    fn blob_written(&self, digest: &Digest, _at: u64, bytes: u64) {
+        self.blob_bytes(digest, bytes);
+    }
     /// A blob is verified and stored.
     fn blob_finished(&self, _digest: &Digest) {}
 }

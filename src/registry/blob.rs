@@ -54,8 +54,8 @@ impl Default for BlobOptions {
     }
 }
 
-/// Called with the number of bytes each write added.
-pub type OnBytes<'a> = &'a (dyn Fn(u64) + Send + Sync);
+/// Called with the offset and length of each write.
+pub type OnBytes<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
 
 /// One blob being fetched: what every request for a piece of it needs.
 #[derive(Clone, Copy)]
@@ -322,7 +322,7 @@ impl Client {
             }
             if ranged {
                 ingest.write_at(pos, &chunk)?;
-                on_bytes(chunk.len() as u64);
+                on_bytes(pos, chunk.len() as u64);
             } else {
                 for hole in ingest.missing() {
                     let from = hole.start.max(pos);
@@ -330,7 +330,7 @@ impl Client {
                     if from < to {
                         let slice = &chunk[(from - pos) as usize..(to - pos) as usize];
                         ingest.write_at(from, slice)?;
-                        on_bytes(slice.len() as u64);
+                        on_bytes(from, slice.len() as u64);
                     }
                 }
             }

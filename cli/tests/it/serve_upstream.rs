@@ -19,6 +19,8 @@ use crate::support::pulling::*;
 use crate::support::registry::Registry;
 use crate::support::serving::{curl, ServeSetup, Served};
 
+mod ranges;
+
 /// `stowage serve --upstream http://PROXY ARGS` over the env's (empty) store.
 fn serve_through(env: &Env, upstreams: &[&Proxy], args: &[&str]) -> Served {
     let urls: Vec<String> = upstreams

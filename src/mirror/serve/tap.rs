@@ -2,7 +2,9 @@
 //!
 //! The fetch is the pull path's (`ensure_layers`: verified, resumed after cuts, one
 //! per process through the pull's in-flight claims), writing the store's partial file
-//! from byte 0 on. Its progress reports how far the contiguous prefix on disk reaches;
+//! from byte 0 on, a big blob in ranges (Range-split, as any pull). Its progress
+//! reports how far the contiguous prefix on disk reaches (ranges written past a gap
+//! wait until the gap is filled);
 //! each client's response reads the partial up to there (never the last byte, see
 //! below) and so sends only bytes that are written, however many clients share the
 //! fetch: the second and the fiftieth join the tap of the first.
@@ -15,7 +17,7 @@
 //! earlier attempt (a resumed fetch, whose prefix the progress does not describe) is
 //! streamed once committed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -98,19 +100,42 @@ impl Taps {
     }
 }
 
-/// Reports the pull path's progress into the tap.
-struct Reporter(watch::Sender<Progress>);
+/// Reports the pull path's progress into the tap: the ranges written so far, and
+/// from them the prefix with no gap (a split blob's ranges arrive in any order).
+struct Reporter {
+    tx: watch::Sender<Progress>,
+    /// Written ranges past the prefix, start -> end, none touching another.
+    ahead: Mutex<BTreeMap<u64, u64>>,
+}
 
 impl ProgressReporter for Reporter {
     fn blob_started(&self, _digest: &Digest, _size: u64, resumed: u64) {
-        self.0.send_modify(|p| {
+        self.tx.send_modify(|p| {
             p.resumed = Some(resumed);
             p.written = resumed;
         });
     }
 
-    fn blob_bytes(&self, _digest: &Digest, bytes: u64) {
-        self.0.send_modify(|p| p.written += bytes);
+    fn blob_written(&self, _digest: &Digest, at: u64, bytes: u64) {
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        let prefix = self.tx.borrow().written;
+        let (mut start, mut end) = (at, at + bytes);
+        // Merge with the ranges it touches.
+        let touching: Vec<(u64, u64)> = ahead
+            .range(..=end)
+            .filter(|(_, &e)| e >= start)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in touching {
+            ahead.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        if start <= prefix {
+            self.tx.send_modify(|p| p.written = p.written.max(end));
+        } else {
+            ahead.insert(start, end);
+        }
     }
 }
 
@@ -126,7 +151,10 @@ async fn run(taps: Taps, fetch: Fetch, tx: watch::Sender<Progress>) {
         stored,
     } = fetch;
     let digest = descriptor.digest().clone();
-    let reporter = Arc::new(Reporter(tx));
+    let reporter = Arc::new(Reporter {
+        tx,
+        ahead: Mutex::default(),
+    });
     let result = ensure_layers(
         client,
         &store,
@@ -151,7 +179,7 @@ async fn run(taps: Taps, fetch: Fetch, tx: watch::Sender<Progress>) {
         }
     };
     let ok = end.is_ok();
-    reporter.0.send_modify(|p| p.end = Some(end));
+    reporter.tx.send_modify(|p| p.end = Some(end));
     if ok {
         tokio::task::spawn_blocking(stored);
     }
@@ -284,4 +312,38 @@ async fn read(file: &Arc<File>, offset: u64, n: u64) -> io::Result<Bytes> {
     })
     .await
     .unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefix_grows_only_up_to_the_first_gap() {
+        let (tx, rx) = watch::channel(Progress::default());
+        let reporter = Reporter {
+            tx,
+            ahead: Mutex::default(),
+        };
+        let digest: Digest = format!("sha256:{}", "0".repeat(64)).parse().unwrap();
+        reporter.blob_started(&digest, 100, 0);
+        let written = |at, bytes| {
+            reporter.blob_written(&digest, at, bytes);
+            rx.borrow().written
+        };
+        assert_eq!(written(50, 25), 0, "a range past a gap");
+        assert_eq!(written(10, 20), 0, "another");
+        assert_eq!(
+            written(0, 10),
+            30,
+            "the gap at 0 filled: up to the next gap"
+        );
+        assert_eq!(
+            written(30, 20),
+            75,
+            "that one filled: through the range at 50"
+        );
+        assert_eq!(written(60, 10), 75, "a write inside what is written");
+        assert_eq!(written(75, 25), 100);
+    }
 }

@@ -33,7 +33,7 @@ use crate::oci::reference::Reference;
 use crate::pull::peers::{asked_by_a_peer, peer_blob_size, Peers};
 use crate::pull::tagcache::TagCache;
 use crate::pull::PullOptions;
-use crate::registry::{BlobOptions, Client, RegistryError};
+use crate::registry::{Client, RegistryError};
 use crate::store::{parse_digest, Descriptor, Digest, Store, MANIFEST_LIMIT};
 
 /// The blobs named by served manifests that are remembered at most (a cache: past
@@ -314,13 +314,9 @@ impl Through {
         from_peer: bool,
     ) -> super::response::Body {
         let (store, pending) = (self.store.clone(), self.pending.clone());
+        // Range-split as any pull: a client is streamed the prefix on disk with no
+        // gap (see `tap`), however the ranges arrive.
         let options = PullOptions {
-            blobs: BlobOptions {
-                // From byte 0 on, in order: what a client is streamed is the prefix
-                // on disk (see `tap`).
-                split_threshold: u64::MAX,
-                ..BlobOptions::default()
-            },
             peers: if from_peer { None } else { self.peers.clone() },
             ..PullOptions::default()
         };

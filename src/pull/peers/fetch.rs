@@ -275,7 +275,7 @@ async fn stream_hole(
         if from < to {
             let slice = &chunk[(from - pos) as usize..(to - pos) as usize];
             ingest.write_at(from, slice).map_err(Failure::Store)?;
-            on_bytes(slice.len() as u64);
+            on_bytes(from, slice.len() as u64);
         }
         pos = chunk_end;
         if pos >= hole.end {
