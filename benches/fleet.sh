@@ -12,13 +12,19 @@
 #
 # Knobs: BENCH_DIR, STOWAGE (binary, default target/release/stowage), FAULTPROXY,
 # FLEET_NODES (16), FLEET_BIG/FLEET_MANY/FLEET_FACTORED (LAYERSxBYTES), FLEET_TIMEOUT,
-# BENCH_FLEET_OUT.
+# BENCH_FLEET_OUT, FLEET_CPU_BUDGET (cores per node for the second run, 0.125 = 2 cores
+# / 16 nodes; "none" skips it). The first run has the 16 nodes share the machine's
+# cores; the second, when this runs as root with the cgroup cpu controller, puts each
+# node in a cgroup of its own with that budget (one node alone too), a fleet of small
+# nodes each with its own CPU, written to BENCH_FLEET_BUDGET_OUT.
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
 REPO=$PWD
 BENCH_DIR=${BENCH_DIR:-/var/tmp/stowage-bench}
 OUT=${BENCH_FLEET_OUT:-$REPO/benches/results/fleet-latest.md}
+BUDGET_OUT=${BENCH_FLEET_BUDGET_OUT:-$REPO/benches/results/fleet-budget-latest.md}
+BUDGET=${FLEET_CPU_BUDGET:-0.125}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
   export FLEET_BIG=${FLEET_BIG:-1x33554432} FLEET_MANY=${FLEET_MANY:-20x1048576}
   export FLEET_FACTORED=${FLEET_FACTORED:-10x262144}
@@ -59,3 +65,12 @@ export FLEET_BINARY=$STOWAGE_SRC
 FLEET_IMAGES=$BENCH_DIR/images python3 "$REPO/benches/fleet_bench.py" \
   "$WORK" "$WORK/bin/stowage" "$WORK/bin/stowage-faultproxy" "$OUT" 9>&-
 log "written to $OUT (logs in $WORK/logs)"
+if [ "$BUDGET" = none ]; then exit 0; fi
+if [ "$(id -u)" != 0 ] || { [ ! -w /sys/fs/cgroup/cpu ] && ! grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; }; then
+  log "skipping the run with a CPU budget per node: it needs root and the cgroup cpu controller"
+  exit 0
+fi
+rm -rf "$WORK/logs" "$WORK/stores" "$WORK/lock-store" "$WORK"/*.lock "$WORK"/*-data
+FLEET_CPU_BUDGET=$BUDGET FLEET_IMAGES=$BENCH_DIR/images python3 "$REPO/benches/fleet_bench.py" \
+  "$WORK" "$WORK/bin/stowage" "$WORK/bin/stowage-faultproxy" "$BUDGET_OUT" 9>&-
+log "written to $BUDGET_OUT (logs in $WORK/logs)"

@@ -13,6 +13,10 @@ stowage-faultproxy pacing the WAN profile; three images pushed and locked with
 all start at once and the time until the last one is done is taken:
 
   alone    one node, `stowage sync LOCK` straight from upstream (the reference time)
+  floor    16 nodes, each `stowage import` of the three layouts from local disk: no
+           network, every blob verified and fsynced into 16 stores, what this
+           machine's cores and disk cost however fast the network (on a real fleet
+           each node has its own; here 16 share 2 cores)
   peers    16 nodes, each `stowage serve --upstream` on 127.0.0.N over its store plus
            `stowage sync LOCK --peers ALL --self ITS_ADDR` into the same store
   direct   16 nodes, each `stowage sync LOCK` straight from upstream
@@ -24,12 +28,19 @@ all start at once and the time until the last one is done is taken:
 
 Upstream bytes are the blob GET body bytes in the upstream registry's access log
 during the scenario, over the image set's bytes (its distinct blobs).
+
+FLEET_CPU_BUDGET=CORES (say 0.125: 2 cores / 16 nodes) puts each node's processes (its
+serve and its sync, or its imports) in a cgroup of its own with that CPU quota, in
+every scenario, one node alone too: a fleet of small nodes, each with its own CPU,
+rather than 16 nodes sharing the machine's. The upstream registry and the WAN proxy
+stay outside (upstream is far away). Needs root and the cgroup cpu controller.
 """
 
 import hashlib
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -43,6 +54,7 @@ TIMEOUT = float(os.environ.get("FLEET_TIMEOUT", "1800"))
 DELAY_MS = os.environ.get("WAN_DELAY_MS", "30")
 RATE = os.environ.get("WAN_RATE", "25000000")
 IMAGES_DIR = os.environ["FLEET_IMAGES"]
+BUDGET = os.environ.get("FLEET_CPU_BUDGET")
 SHAPES = {
     "big": os.environ.get("FLEET_BIG", "1x209715200"),
     "many": os.environ.get("FLEET_MANY", "100x2097152"),
@@ -69,13 +81,64 @@ def free_addr(ip):
     return addr
 
 
-def spawn(args, name, **kw):
+def spawn(args, name, cgroup=None, **kw):
     out = open(os.path.join(LOGS, name + ".out"), "wb")
     err = open(os.path.join(LOGS, name + ".err"), "wb")
+    if cgroup is not None:
+        def enter():  # the node's cgroup, before it runs anything
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as procs:
+                procs.write(str(os.getpid()))
+        kw["preexec_fn"] = enter
     p = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, **kw)
     p.name = name
     children.append(p)
     return p
+
+
+# ---------------------------------------------------------------- CPU budgets
+CGROUP_V1 = "/sys/fs/cgroup/cpu"
+CGROUP_V2 = "/sys/fs/cgroup"
+cgroups = []
+
+
+def node_cgroup(i):
+    """Node i's cgroup with FLEET_CPU_BUDGET cores, or None without a budget."""
+    if not BUDGET:
+        return None
+    if os.path.isfile(os.path.join(CGROUP_V1, "cpu.cfs_quota_us")):
+        path = os.path.join(CGROUP_V1, "stowage-fleet", f"node{i}")
+        os.makedirs(path, exist_ok=True)
+        period = int(open(os.path.join(path, "cpu.cfs_period_us")).read())
+        open(os.path.join(path, "cpu.cfs_quota_us"), "w").write(str(int(float(BUDGET) * period)))
+    elif "cpu" in open(os.path.join(CGROUP_V2, "cgroup.controllers")).read().split():
+        top = os.path.join(CGROUP_V2, "stowage-fleet")
+        os.makedirs(top, exist_ok=True)
+        open(os.path.join(CGROUP_V2, "cgroup.subtree_control"), "w").write("+cpu")
+        open(os.path.join(top, "cgroup.subtree_control"), "w").write("+cpu")
+        path = os.path.join(top, f"node{i}")
+        os.makedirs(path, exist_ok=True)
+        open(os.path.join(path, "cpu.max"), "w").write(f"{int(float(BUDGET) * 100000)} 100000")
+    else:
+        die("FLEET_CPU_BUDGET needs the cgroup cpu controller (v1 at /sys/fs/cgroup/cpu, or v2)")
+    if path not in cgroups:
+        cgroups.append(path)
+    return path
+
+
+def remove_cgroups():
+    for path in reversed(cgroups):
+        for _ in range(50):
+            try:
+                os.rmdir(path)
+                break
+            except OSError:
+                time.sleep(0.1)  # its last processes are still exiting
+    for top in (os.path.join(CGROUP_V1, "stowage-fleet"), os.path.join(CGROUP_V2, "stowage-fleet")):
+        if os.path.isdir(top):
+            try:
+                os.rmdir(top)
+            except OSError:
+                pass
 
 
 def stop(p):
@@ -229,7 +292,8 @@ def scenario(tag, lockfile, peers=False, n=NODES, liar=None, kill=None, kill_at=
             if liar is not None and i == liar(addrs):
                 listen = free_addr(addr.rsplit(":", 1)[0])
             serves.append(spawn([STOWAGE, "--store", stores[i], "serve", "--addr", listen,
-                                 "--upstream", f"http://{PROXY}"], f"{tag}-serve{i}"))
+                                 "--upstream", f"http://{PROXY}"], f"{tag}-serve{i}",
+                                cgroup=node_cgroup(i)))
             if listen != addr:
                 wait_v2(listen)
                 fronts.append(faultproxy(listen, addr, f"{tag}-liar",
@@ -243,7 +307,7 @@ def scenario(tag, lockfile, peers=False, n=NODES, liar=None, kill=None, kill_at=
         args = [STOWAGE, "--store", stores[i], "sync", lockfile]
         if peers:
             args += ["--peers", peer_list, "--self", addrs[i]]
-        syncs.append(spawn(args, f"{tag}-sync{i}"))
+        syncs.append(spawn(args, f"{tag}-sync{i}", cgroup=node_cgroup(i)))
     dead = kill(addrs) if kill else []
 
     def on_kill():
@@ -283,6 +347,30 @@ def scenario(tag, lockfile, peers=False, n=NODES, liar=None, kill=None, kill_at=
     return result
 
 
+def floor_scenario(paths, n=NODES):
+    """16 nodes importing the image set from local layouts at once (see the docs)."""
+    subprocess.run(["sync"])
+    stores = [fresh_store("floor", i) for i in range(n)]
+    started = time.monotonic()
+    imports = []
+    for i in range(n):
+        steps = [f"{shlex.quote(STOWAGE)} --store {shlex.quote(stores[i])} -q import {shlex.quote(p)}"
+                 for p in paths]
+        imports.append(spawn(["sh", "-c", " && ".join(steps)], f"floor-import{i}",
+                             cgroup=node_cgroup(i)))
+    done = finish(imports, started, started + TIMEOUT)
+    failed = [name for name, (rc, _) in done.items() if rc != 0]
+    if failed:
+        die(f"floor: {failed} failed (see {LOGS})")
+    last = max(t for _, t in done.values())
+    for s in stores:
+        subprocess.run(["rm", "-rf", s])
+    result = {"tag": "floor", "nodes": n, "alive": n, "failed": 0, "last": last,
+              "bytes": 0, "gets": 0, "verified": n, "named": 0}
+    log(f"floor: {json.dumps(result)}")
+    return result
+
+
 # ---------------------------------------------------------------- main
 os.makedirs(LOGS, exist_ok=True)
 try:
@@ -315,21 +403,23 @@ try:
     log(f"image set: {len(blobs)} blobs, {set_bytes} bytes; {NODES} nodes")
 
     big_owner = lambda addrs: addrs.index(owner(addrs, big_layer))
-    results = [scenario("alone", lock_up, n=1)]
-    alone = results[0]["last"]
+    results = [scenario("alone", lock_up, n=1), floor_scenario(list(layouts.values()))]
+    alone, floor = results[0]["last"], results[1]["last"]
     results.append(scenario("peers", lock_up, peers=True))
     results.append(scenario("direct", lock_up))
     results.append(scenario("cache", lock_cache))
     results.append(scenario("killed", lock_up, peers=True,
                             kill=lambda a: [big_owner(a), (big_owner(a) + NODES // 2) % NODES],
-                            kill_at=0.4 * results[1]["last"]))
+                            kill_at=0.4 * results[2]["last"]))
     results.append(scenario("liar", lock_up, peers=True, liar=big_owner))
 finally:
     for p in reversed(children):
         stop(p)
+    remove_cgroups()
 
 rows = {
     "alone": ("one node alone, `sync` from upstream", "reference"),
+    "floor": ("16 nodes `import` from local layouts, no network (this machine's floor)", ""),
     "peers": ("stowage peers (`serve --upstream` + `sync --peers`)", "≤ 1.1×, ≤ 2×"),
     "direct": ("every node `sync` from upstream directly", "(16×)"),
     "cache": ("docker-registry pull-through cache in front", ""),
@@ -351,14 +441,17 @@ with open(REPORT, "w") as out:
     say(f"- {NODES} nodes on 127.0.0.2-{NODES + 1}; image set {len(blobs)} blobs, "
         f"{mib(set_bytes):.0f} MiB ({shapes}); upstream behind stowage-faultproxy "
         f"--delay-ms {DELAY_MS} --rate {RATE}")
+    budget = (f"each node's processes in a cgroup of {BUDGET} cores (one node alone too)"
+              if BUDGET else "the nodes share the machine's cores")
+    say(f"- CPU: {budget}")
     say(f"- mode: {os.environ.get('FLEET_MODE', 'full')}; stowage binary: "
         f"{os.environ.get('FLEET_BINARY', STOWAGE)}")
     say()
-    say("| scenario | upstream blob bytes / image set | blob GETs | last node done | / one node alone | nodes complete, verified | goal |")
-    say("| --- | ---: | ---: | ---: | ---: | --- | --- |")
+    say("| scenario | upstream blob bytes / image set | blob GETs | last node done | / one node alone | / floor | nodes complete, verified | goal |")
+    say("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     for r in results:
         what, goal = rows[r["tag"]]
         extra = f"; liar named by {r['named']}" if r["tag"] == "liar" else ""
         say(f"| {what} | {r['bytes'] / set_bytes:.2f}× | {r['gets']} | {r['last']:.1f} s | "
-            f"{r['last'] / alone:.2f}× | {r['alive'] - r['failed']}/{r['alive']}, "
+            f"{r['last'] / alone:.2f}× | {r['last'] / floor:.2f}× | {r['alive'] - r['failed']}/{r['alive']}, "
             f"{r['verified']}/{r['alive']}{extra} | {goal} |")
