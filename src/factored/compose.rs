@@ -6,9 +6,9 @@
 //! level's packages more of the set's images use go first, and the packages only
 //! this image uses go on top of the shared ones, merged into one layer when there are
 //! two or more: a runtime pays per layer it commits, and a layer only one image holds
-//! saves nothing. Docker's
-//! overlay2 refuses more than 127 layers: past `max_layers`, the packages the store's
-//! images share least are merged into that layer too, and the image still runs.
+//! saves nothing. Docker's overlay2 refuses more than 127 layers: past `max_layers`,
+//! the packages the store's images share least are merged into that layer too, and
+//! the image still runs.
 
 use std::collections::HashMap;
 use std::io::{self, Read};

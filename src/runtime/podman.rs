@@ -2,7 +2,8 @@
 //! `podman pull oci:VIEW:image` from a [`LayoutView`] of links into the store, so it
 //! reads only the blobs it lacks; podman names such an image after the view's path,
 //! so it is then tagged with its own name and that one is removed. A remote podman
-//! (`--remote`, `--url`, `--connection` in `STOWAGE_PODMAN_ARGS`), or a temporary
+//! (`--remote`, `--url`, `--connection` in `STOWAGE_PODMAN_ARGS`, or
+//! `CONTAINER_HOST` / `CONTAINER_CONNECTION` set), or a temporary
 //! directory whose path is no repository name (upper case, say), gets an
 //! oci-archive on `podman load`'s stdin instead, zstd layers as they are; podman
 //! names that image after the index's `org.opencontainers.image.ref.name`
@@ -22,9 +23,8 @@
 //! to its own defaults (sandboxes, nested containers: plain `podman run` fails with
 //! "error setting rlimits") and crun refuses to start containers.
 
-use std::time::Instant;
-
 use std::path::PathBuf;
+use std::time::Instant;
 
 use super::layout_view::{LayoutView, VIEW_IMAGE};
 use super::process::{one_line, Cli};
@@ -199,7 +199,9 @@ impl Podman {
         let remote = self.cli.global_args.iter().any(|a| {
             let flag = a.split('=').next().unwrap_or(a);
             matches!(flag, "--remote" | "-r" | "--url" | "--connection" | "-c")
-        });
+        }) || ["CONTAINER_HOST", "CONTAINER_CONNECTION"]
+            .iter()
+            .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
         let parent = std::env::temp_dir().canonicalize().ok()?;
         let nameable = parent.to_str().is_some_and(|p| {
             p.bytes()
