@@ -141,6 +141,18 @@ fn factored_images_run_share_layers_and_are_reproducible() {
     }
 }
 
+/// A `.tar.bz2` package `NAME-1.0-h0_0` in `dir` holding `share/NAME/data` ("NAME\n")
+/// and depending on `depends`.
+fn data_package(dir: &Path, name: &str, depends: &[&str]) -> PathBuf {
+    let mut spec = Spec::new(name, "1.0", "h0_0").file(
+        &format!("share/{name}/data"),
+        format!("{name}\n"),
+        0o644,
+    );
+    spec.depends = depends.iter().map(|d| d.to_string()).collect();
+    spec.write(dir, Format::TarBz2)
+}
+
 /// The names of the package layers of the stored image `name`, in manifest order.
 fn package_order(env: &Env, name: &str) -> Vec<String> {
     let oci = format!("oci:{}:{name}", env.store().display());
@@ -160,15 +172,7 @@ fn package_layers_follow_conda_install_order_so_images_share_a_chain() {
     busybox_base(&env.store(), "base");
     let pkgs = env.dir.path().join("pkgs");
     std::fs::create_dir_all(&pkgs).unwrap();
-    let package = |name: &str, depends: &[&str]| {
-        let mut spec = Spec::new(name, "1.0", "h0_0").file(
-            &format!("share/{name}/data"),
-            format!("{name}\n"),
-            0o644,
-        );
-        spec.depends = depends.iter().map(|d| d.to_string()).collect();
-        spec.write(&pkgs, Format::TarBz2)
-    };
+    let package = |name: &str, depends: &[&str]| data_package(&pkgs, name, depends);
     // By name, each image's own package ("app-*", "extra") would come first.
     let zlib = package("zlib", &[]);
     let py = package("py", &["zlib >=1.2", "__glibc >=2.17"]);
@@ -278,15 +282,7 @@ fn a_set_merges_the_packages_only_one_image_uses_into_one_layer_of_its_own() {
     busybox_base(&env.store(), "base");
     let pkgs = env.dir.path().join("pkgs");
     std::fs::create_dir_all(&pkgs).unwrap();
-    let package = |name: &str, depends: &[&str]| {
-        let mut spec = Spec::new(name, "1.0", "h0_0").file(
-            &format!("share/{name}/data"),
-            format!("{name}\n"),
-            0o644,
-        );
-        spec.depends = depends.iter().map(|d| d.to_string()).collect();
-        spec.write(&pkgs, Format::TarBz2);
-    };
+    let package = |name: &str, depends: &[&str]| data_package(&pkgs, name, depends);
     package("zlib", &[]);
     package("py", &["zlib"]);
     package("both", &["py"]); // a and b

@@ -41,6 +41,28 @@ fn serve_through(env: &Env, upstreams: &[&Proxy], args: &[&str]) -> Served {
     )
 }
 
+/// `n` curl clients GETting `url` at once: the sha256 (hex) of each body.
+fn concurrent_gets(url: &str, n: usize) -> Vec<String> {
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            let url = url.to_string();
+            std::thread::spawn(move || {
+                let output = Command::new("curl")
+                    .args(["-sS", "--fail", &url])
+                    .output()
+                    .unwrap();
+                assert!(
+                    output.status.success(),
+                    "curl: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                sha256_hex(&output.stdout)
+            })
+        })
+        .collect();
+    clients.into_iter().map(|c| c.join().unwrap()).collect()
+}
+
 /// The names of the refs the store at `store` records.
 fn ref_names(store: &Path) -> Vec<String> {
     let Ok(bytes) = std::fs::read(store.join("index.json")) else {
@@ -127,29 +149,8 @@ fn fifty_clients_asking_for_one_blob_cause_one_upstream_fetch() {
     env.proxy.reset_log();
     let layer = image.layers[0].descriptor.digest().clone();
     let url = served.url(&format!("/v2/tools/shared/blobs/{layer}"));
-    let clients: Vec<_> = (0..50)
-        .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let output = Command::new("curl")
-                    .args(["-sS", "--fail", &url])
-                    .output()
-                    .unwrap();
-                assert!(
-                    output.status.success(),
-                    "curl: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-                sha256_hex(&output.stdout)
-            })
-        })
-        .collect();
-    for client in clients {
-        assert_eq!(
-            client.join().unwrap(),
-            layer.digest(),
-            "a client got wrong bytes"
-        );
+    for got in concurrent_gets(&url, 50) {
+        assert_eq!(got, layer.digest(), "a client got wrong bytes");
     }
     let gets = env.gets_of(&layer);
     assert_eq!(gets.len(), 1, "one upstream GET for 50 clients: {gets:?}");

@@ -1,11 +1,9 @@
 //! A big blob pulled through from a slow upstream is Range-split as any pull is, and
 //! its clients are still streamed the verified blob, in order, from the prefix on disk.
 
-use std::process::Command;
-
 use stowage_faultproxy::Faults;
 
-use super::{serve_through, sha256_hex};
+use super::{concurrent_gets, serve_through};
 use crate::support::pulling::*;
 
 #[test]
@@ -25,25 +23,8 @@ fn a_big_blob_pulled_through_a_slow_link_is_fetched_in_ranges_and_streamed_whole
     env.proxy.reset_log();
     let layer = image.layers[0].descriptor.clone();
     let url = served.url(&format!("/v2/tools/big/blobs/{}", layer.digest()));
-    let clients: Vec<_> = (0..3)
-        .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let output = Command::new("curl")
-                    .args(["-sS", "--fail", &url])
-                    .output()
-                    .unwrap();
-                assert!(
-                    output.status.success(),
-                    "curl: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-                sha256_hex(&output.stdout)
-            })
-        })
-        .collect();
-    for client in clients {
-        assert_eq!(client.join().unwrap(), layer.digest().digest());
+    for got in concurrent_gets(&url, 3) {
+        assert_eq!(got, layer.digest().digest());
     }
     let gets = env.gets_of(layer.digest());
     let ranged = gets.iter().filter(|r| r.range.is_some()).count();
