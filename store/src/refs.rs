@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use oci_spec::image::Descriptor;
+use oci_spec::image::{Descriptor, Digest};
 
 use crate::atomic::write_atomic;
 use crate::error::StoreError;
@@ -74,11 +74,7 @@ impl Store {
         let mut entries = Vec::with_capacity(refs.len());
         for (name, descriptor) in refs {
             check_ref_name(name)?;
-            let mut entry = descriptor.clone();
-            let mut annotations = entry.annotations().clone().unwrap_or_default();
-            annotations.insert(REF_NAME_ANNOTATION.to_string(), name.clone());
-            entry.set_annotations(Some(annotations));
-            entries.push((name.as_str(), entry));
+            entries.push((name.as_str(), named_entry(name, descriptor)));
         }
         if entries.is_empty() {
             return Ok(());
@@ -123,6 +119,45 @@ impl Store {
                 keep
             });
         })
+    }
+
+    /// Puts `name` back as it was before this process recorded it: removed when
+    /// `before` is `None`, else naming `before` again. Only while it still names one
+    /// of `recorded` (what this process set): a ref another process changed
+    /// meanwhile is left as that process set it, and `false` says so. `before`'s
+    /// image must still be whole (a `gc` in between may have taken it), checked under
+    /// the refs lock as [`Self::set_ref`] does.
+    pub fn revert_ref(
+        &self,
+        name: &str,
+        recorded: &[Digest],
+        before: Option<&Descriptor>,
+    ) -> Result<bool, StoreError> {
+        let _lock = self.refs_lock()?;
+        let parsed = self.read_index()?;
+        let current = parsed
+            .by_name
+            .get(name)
+            .map(|&i| parsed.index.manifests()[i].digest());
+        if !current.is_some_and(|d| recorded.contains(d)) {
+            return Ok(false);
+        }
+        if let Some(before) = before {
+            if !self.has(before.digest()) {
+                return Err(StoreError::BlobNotFound(before.digest().clone()));
+            }
+            if let Some(first) = self.missing(before)?.into_iter().next() {
+                return Err(StoreError::RefIncomplete {
+                    name: name.to_string(),
+                    digest: first,
+                });
+            }
+        }
+        self.update_index_locked(|manifests, by_name| match (before, by_name.get(name)) {
+            (Some(before), Some(&i)) => manifests[i] = named_entry(name, before),
+            _ => manifests.retain(|d| ref_name(d) != Some(name)),
+        })?;
+        Ok(true)
     }
 
     /// Removes a ref; returns whether it existed. Blobs stay until `gc`.
@@ -193,6 +228,15 @@ impl Store {
         write_atomic(&path, &json)?;
         self.index_cache().wrote(&path, index)
     }
+}
+
+/// `descriptor` as index.json lists it under `name`.
+fn named_entry(name: &str, descriptor: &Descriptor) -> Descriptor {
+    let mut entry = descriptor.clone();
+    let mut annotations = entry.annotations().clone().unwrap_or_default();
+    annotations.insert(REF_NAME_ANNOTATION.to_string(), name.to_string());
+    entry.set_annotations(Some(annotations));
+    entry
 }
 
 /// The longest ref name stowage records: a registry host, a repository path and a

@@ -277,3 +277,50 @@ fn eviction_takes_the_least_recently_used_first_and_never_a_kept_one() {
     };
     assert!(store.evict(&options).unwrap().evicted.is_empty());
 }
+
+#[test]
+fn a_ref_is_reverted_only_while_it_names_what_was_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (old, _) = small_image(&store, b"before");
+    let (mine, _) = small_image(&store, b"recorded");
+    let (theirs, _) = small_image(&store, b"another process");
+    let digest_of = |name: &str| store.resolve_ref(name).unwrap().map(|d| d.digest().clone());
+
+    // Put back to what it named before.
+    store.set_ref("a:1", &old).unwrap();
+    store.set_ref("a:1", &mine).unwrap();
+    assert!(store
+        .revert_ref("a:1", &[mine.digest().clone()], Some(&old))
+        .unwrap());
+    assert_eq!(digest_of("a:1").as_ref(), Some(old.digest()));
+
+    // Made by the command: removed.
+    store.set_ref("new:1", &mine).unwrap();
+    assert!(store
+        .revert_ref("new:1", &[mine.digest().clone()], None)
+        .unwrap());
+    assert_eq!(digest_of("new:1"), None);
+
+    // Changed by another process meanwhile: left as that one set it.
+    store.set_ref("b:1", &mine).unwrap();
+    store.set_ref("b:1", &theirs).unwrap();
+    assert!(!store
+        .revert_ref("b:1", &[mine.digest().clone()], Some(&old))
+        .unwrap());
+    assert_eq!(digest_of("b:1").as_ref(), Some(theirs.digest()));
+    assert!(!store
+        .revert_ref("gone:1", &[mine.digest().clone()], None)
+        .unwrap());
+
+    // What it named before is no longer whole (a gc took it): an error naming it, and
+    // the ref is left alone.
+    let (lost, lost_layer) = small_image(&store, b"swept");
+    std::fs::remove_file(store.blob_path(&lost_layer)).unwrap();
+    store.set_ref("c:1", &mine).unwrap();
+    let err = store
+        .revert_ref("c:1", &[mine.digest().clone()], Some(&lost))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::RefIncomplete { .. }), "{err}");
+    assert_eq!(digest_of("c:1").as_ref(), Some(mine.digest()));
+}

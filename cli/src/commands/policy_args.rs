@@ -78,19 +78,18 @@ impl RefsBefore {
     }
 
     /// Puts `name` back as it was: removed if the command made it, else pointed at
-    /// what it named before.
-    pub fn restore(&self, store: &Store, name: &str) -> anyhow::Result<()> {
-        match self.0.get(name) {
-            None => {
-                store.remove_ref(name)?;
-            }
-            Some(before) => {
-                if store.resolve_ref(name)?.as_ref() != Some(before) {
-                    store
-                        .set_ref(name, before)
-                        .with_context(|| format!("putting back {name} as it was"))?;
-                }
-            }
+    /// what it named before; only while it still names one of `recorded` (what the
+    /// command recorded): a ref another process changed meanwhile is left as it is.
+    pub fn restore(&self, store: &Store, name: &str, recorded: &[Digest]) -> anyhow::Result<()> {
+        let reverted = store
+            .revert_ref(name, recorded, self.0.get(name))
+            .with_context(|| format!("putting back {name} as it was"))?;
+        if !reverted {
+            tracing::warn!(
+                name,
+                "not put back: the ref no longer names what this command recorded \
+                 (another process changed it meanwhile), so it is left as that one set it"
+            );
         }
         Ok(())
     }
@@ -132,7 +131,7 @@ pub fn check_recorded(
         }
         Err(refused) => {
             before
-                .restore(store, name)
+                .restore(store, name, digests)
                 .with_context(|| format!("after refusing it: {refused}"))?;
             Err(refused).context(format!(
                 "{name}: its ref is as it was before this command (blobs stay until gc)"
@@ -200,8 +199,8 @@ pub fn check_imported(
     if refusals.is_empty() {
         return Ok(());
     }
-    for (name, _) in images {
-        before.restore(store, name)?;
+    for (name, digest) in images {
+        before.restore(store, name, std::slice::from_ref(digest))?;
     }
     anyhow::bail!(
         "{}; so no ref of this import is recorded (its refs are as they were before; \
@@ -240,7 +239,7 @@ pub fn check_pulled(
     let mut fetched: Vec<Digest> = vec![manifest.clone()];
     fetched.extend(index.clone());
     fetch_if_needed(fetch, store, policy, pulled.reference, &fetched).or_else(|e| {
-        before.restore(store, pulled.name)?;
+        before.restore(store, pulled.name, &fetched)?;
         Err(e)
     })?;
     let subjects = subjects(store, &manifest, index.as_ref())?;
@@ -288,7 +287,7 @@ pub fn check_synced(
         match fetched {
             Ok(()) => checked.push((i, store_name, digests)),
             Err(e) => {
-                before.restore(store, &store_name)?;
+                before.restore(store, &store_name, &digests)?;
                 image.status = SyncStatus::Failed;
                 image.detail = Some(format!("{e:#}"));
             }
