@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 # System tools the tests and the demo drive for real.
-APT_PACKAGES := docker-registry skopeo umoci podman runc busybox-static apache2-utils curl ca-certificates bc jq python3.11-minimal containerd
+APT_PACKAGES := docker-registry skopeo umoci podman runc busybox-static apache2-utils curl ca-certificates bc jq python3.11-minimal containerd debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup build test soak bench demo lint cycles fuzz

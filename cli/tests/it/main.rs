@@ -10,6 +10,7 @@ mod archive_refused;
 mod containerd;
 mod copy;
 mod demo;
+mod deploy_image;
 mod example_embed;
 mod factored_artifacts;
 mod factored_assemble;
