@@ -64,10 +64,7 @@ pub fn write_oci_archive(
         name: name.to_string(),
         descriptor: image.manifest.clone(),
     }];
-    let blobs: Vec<_> = [image.manifest.clone(), image.config.clone()]
-        .into_iter()
-        .chain(image.layers.iter().cloned())
-        .collect();
+    let blobs: Vec<_> = image.blobs().cloned().collect();
     let counted = layout::write_archive(store, &named, &blobs, Counting::new(out))?;
     Ok(counted.count)
 }

@@ -39,6 +39,13 @@ pub enum ImageError {
 }
 
 impl StoredImage {
+    /// Every blob of the image: its manifest, its config, then its layers in order.
+    pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        [&self.manifest, &self.config]
+            .into_iter()
+            .chain(&self.layers)
+    }
+
     /// The image `reference` names in the store: the ref as `ls` shows it, or a
     /// reference that normalizes to one (`alpine` is `docker.io/library/alpine:latest`).
     /// Everything it needs must be stored.

@@ -40,10 +40,6 @@ impl LayoutView {
     /// lower case (podman names the image it pulls from a layout after the
     /// layout's path, which must then be a valid repository name).
     pub fn write(store: &Store, image: &StoredImage, parent: &Path) -> io::Result<Self> {
-        let blobs: Vec<_> = [&image.manifest, &image.config]
-            .into_iter()
-            .chain(&image.layers)
-            .collect();
         let dir = fresh_dir(parent)?;
         let view = Self { dir };
         fs::write(view.dir.join(OCI_LAYOUT), OCI_LAYOUT_JSON)?;
@@ -52,14 +48,16 @@ impl LayoutView {
             descriptor: image.manifest.clone(),
         }];
         fs::write(view.dir.join(INDEX_JSON), layout::index_json(&named))?;
-        for descriptor in blobs {
-            let link = view.dir.join(layout::blob_path(descriptor.digest()));
+        // The store's root resolved once: each link's target is absolute.
+        let root = fs::canonicalize(store.root())?;
+        for descriptor in image.blobs() {
+            let path = layout::blob_path(descriptor.digest());
+            let link = view.dir.join(&path);
             if link.exists() {
                 continue; // a layer listed twice
             }
             fs::create_dir_all(link.parent().expect("a blob path has a folder"))?;
-            let target = fs::canonicalize(store.blob_path(descriptor.digest()))?;
-            std::os::unix::fs::symlink(target, &link)?;
+            std::os::unix::fs::symlink(root.join(&path), &link)?;
         }
         Ok(view)
     }
@@ -67,10 +65,7 @@ impl LayoutView {
     /// The first of `image`'s blobs that no longer hashes to its digest, as the
     /// store's error saying so (the blobs are hashed in parallel).
     pub fn find_corrupt(store: &Store, image: &StoredImage) -> Option<io::Error> {
-        let blobs: Vec<_> = [&image.manifest, &image.config]
-            .into_iter()
-            .chain(&image.layers)
-            .collect();
+        let blobs: Vec<_> = image.blobs().collect();
         blobs
             .par_iter()
             .try_for_each(|descriptor| {

@@ -3,9 +3,9 @@
 //! A [`ContainerRuntime`] drives a runtime's own command line (`podman`, `docker`)
 //! as child processes: it loads a stored image by streaming an archive of it into
 //! `load` on stdin (see [`archive`]), or for a local podman by having it pull from a
-//! layout of links into the store (see [`layout_view`]), checks the runtime then reports the expected
-//! image ID (the config digest), answers whether it already holds an image, and runs
-//! one. A runtime that is missing or not running is one clear [`RuntimeError`].
+//! layout of links into the store (see [`layout_view`]), checks the runtime then
+//! reports the expected image ID (the config digest), answers whether it already
+//! holds an image, and runs one. A runtime that is missing or not running is one clear [`RuntimeError`].
 //!
 //! Names: an image is loaded under its store ref when that is a valid, fully
 //! qualified docker reference (`127.0.0.1:5000/tools/a:1`), else under a sanitized

@@ -1,6 +1,7 @@
 //! The arguments several commands share, and their conversion into library
 //! configuration: registry flags become a `ClientConfig` (and a `Client`), blob flags
-//! become `BlobOptions`, package layer flags become `FactorOptions`. Command modules import shared flags only from here.
+//! become `BlobOptions`, package layer flags become `FactorOptions`. Command modules
+//! import shared flags only from here.
 
 use std::collections::HashMap;
 use std::io::Read;
