@@ -46,21 +46,24 @@ fn concurrent_gets(url: &str, n: usize) -> Vec<String> {
     let clients: Vec<_> = (0..n)
         .map(|_| {
             let url = url.to_string();
-            std::thread::spawn(move || {
-                let output = Command::new("curl")
-                    .args(["-sS", "--fail", &url])
-                    .output()
-                    .unwrap();
-                assert!(
-                    output.status.success(),
-                    "curl: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-                sha256_hex(&output.stdout)
-            })
+            std::thread::spawn(move || get_sha256(&url))
         })
         .collect();
     clients.into_iter().map(|c| c.join().unwrap()).collect()
+}
+
+/// `curl --fail URL`, which must succeed: the sha256 (hex) of the body.
+fn get_sha256(url: &str) -> String {
+    let output = Command::new("curl")
+        .args(["-sS", "--fail", url])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    sha256_hex(&output.stdout)
 }
 
 /// The names of the refs the store at `store` records.
@@ -286,16 +289,7 @@ fn a_corrupt_upstream_blob_is_never_sent_whole_nor_stored_and_the_next_request_h
     );
 
     env.proxy.set_faults(Faults::default());
-    let output = Command::new("curl")
-        .args(["-sS", "--fail", &url])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(sha256_hex(&output.stdout), layer.digest());
+    assert_eq!(get_sha256(&url), layer.digest());
     assert!(blob_present(&env.store(), &layer));
 }
 
